@@ -1,0 +1,150 @@
+"""Datasets backed by arrays (in memory or memory-mapped) and the seeded splits the loaders share.
+
+Items are made per index by a small picklable ``transform`` (uint8 -> normalised float32, int16
+audio -> float32, ...), so the arrays stay compact and DataLoader workers never touch the raw files.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ssm_cli.errors import UserError
+
+
+def as_tensor(row: np.ndarray) -> torch.Tensor:
+    """The row as a tensor (a copy, so memory-mapped rows are never written through)."""
+    return torch.from_numpy(np.array(row))
+
+
+class ArrayDataset(Dataset):
+    """``(transform(inputs[i]), targets[i])`` for ``i`` in ``indices``.
+
+    inputs: (N, ...) array (np.memmap allowed: workers reopen it instead of pickling its data).
+    targets: (N,) int class ids or (N, n_targets) float regression targets.
+    indices: the rows of this split (default: all).
+    transform: maps one row (numpy) to the model input tensor.
+    """
+
+    def __init__(
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        indices: np.ndarray | None = None,
+        transform: Callable[[np.ndarray], torch.Tensor] | None = None,
+    ):
+        self.inputs = inputs
+        self.indices = np.arange(len(inputs)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.targets = np.asarray(targets)[self.indices]  # this split's targets, in item order
+        self.transform = transform or as_tensor
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        x = self.transform(self.inputs[self.indices[i]])
+        y = self.targets[i]
+        y = torch.tensor(y, dtype=torch.int64) if np.issubdtype(self.targets.dtype, np.integer) else torch.as_tensor(y, dtype=torch.float32)
+        return x, y
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if isinstance(self.inputs, np.memmap) and self.inputs.filename:
+            state["inputs"] = ("memmap", self.inputs.filename)  # reopen, never copy GBs into a worker
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state["inputs"], tuple) and state["inputs"][:1] == ("memmap",):
+            state["inputs"] = np.load(state["inputs"][1], mmap_mode="r")
+        self.__dict__.update(state)
+
+
+def split_count(n: int, split: float | int, what: str = "val_split") -> int:
+    """How many of ``n`` items a split takes: ``split`` is a count (int >= 1) or a fraction in [0, 1)."""
+    if isinstance(split, bool) or not isinstance(split, (int, float)):
+        raise UserError(f"{what} must be a count or a fraction, got {split!r}")
+    if isinstance(split, int) and split >= 1:
+        count = split
+    elif 0 <= split < 1:
+        count = int(round(n * split))
+    else:
+        raise UserError(f"{what} must be a count >= 1 or a fraction in [0, 1), got {split!r}")
+    if count >= n:
+        raise UserError(f"{what}={split!r} takes {count} of only {n} items; nothing would be left to train on")
+    return count
+
+
+def train_val_indices(n: int, val_split: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split of ``range(n)`` into (train, val) index arrays, each sorted."""
+    n_val = split_count(n, val_split)
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def stratified_indices(
+    labels: np.ndarray, fractions: Sequence[float], seed: int
+) -> list[np.ndarray]:
+    """Split each class's items by ``fractions`` (e.g. 0.7, 0.15, 0.15) with one seeded shuffle per class.
+
+    Returns one sorted index array per fraction; rounding leftovers go to the last split.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        bounds = np.round(np.cumsum(fractions[:-1]) * len(idx)).astype(int)
+        for k, chunk in enumerate(np.split(idx, bounds)):
+            parts[k].append(chunk)
+    return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
+
+
+class ToSequence:
+    """One stored row -> ``(L, channels)`` float32: reshape, reorder, subsample, scale, standardise.
+
+    ``x = (row.reshape(-1, channels)[order][::step] * scale - mean) / std``; mean/std per channel.
+    """
+
+    def __init__(self, channels: int, scale: float = 1.0, mean=0.0, std=1.0, order=None, step: int = 1):
+        self.channels = channels
+        self.scale = np.float32(scale)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.order = None if order is None else np.asarray(order, dtype=np.int64)
+        self.step = step
+
+    def __call__(self, row: np.ndarray) -> torch.Tensor:
+        x = np.asarray(row).reshape(-1, self.channels)  # (L, C)
+        if self.order is not None:
+            x = x[self.order]
+        if self.step != 1:
+            x = x[:: self.step]
+        x = (x.astype(np.float32) * self.scale - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+
+class ToTokens:
+    """One stored row of small non-negative ints -> ``(L,)`` int64 token ids shifted by ``offset``.
+
+    The shift keeps id 0 free for padding (DataSpec's convention) when every value is a real symbol.
+    """
+
+    def __init__(self, offset: int = 1):
+        self.offset = offset
+
+    def __call__(self, row: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(row).reshape(-1).astype(np.int64) + self.offset)
+
+
+def uint8_channel_stats(images: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-channel mean and std of uint8 ``images`` (..., channels) in [0, 1] units, via histograms."""
+    flat = np.asarray(images).reshape(-1, channels)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    mean, std = np.zeros(channels), np.zeros(channels)
+    for c in range(channels):
+        hist = np.bincount(flat[:, c], minlength=256).astype(np.float64)
+        p = hist / hist.sum()
+        mean[c] = (p * values).sum()
+        std[c] = np.sqrt((p * (values - mean[c]) ** 2).sum())
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
