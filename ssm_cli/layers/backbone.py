@@ -1,0 +1,132 @@
+"""The network around the SSM cores (FACTS §2): encoder -> residual blocks -> pooling -> decoder.
+
+Block (the S4 reference order):
+    x -> [prenorm] -> core -> activation -> dropout -> linear (+ final_act) -> + x -> [postnorm]
+Dropout is "tied" when ``tie_dropout``: one mask per (batch, feature), shared along the length.
+With ``prenorm`` a final norm follows the last block.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserError, check_choice
+
+ENCODERS = ("linear", "embedding")
+NORMS = ("layer", "batch")
+ACTIVATIONS = ("gelu", "relu", "silu", "identity")
+FINAL_ACTS = ("identity", "gelu", "glu")
+POOLS = ("mean", "last")
+
+
+class TiedDropout(nn.Module):
+    """Dropout with one mask per (batch, feature), broadcast over the length: x (B, L, H)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        mask = torch.rand(x.shape[0], 1, x.shape[2], device=x.device) >= self.p  # (B 1 H)
+        return x * mask / (1 - self.p)  # (B L H)
+
+
+class Norm(nn.Module):
+    """LayerNorm or BatchNorm over the features H of x (B, L, H)."""
+
+    def __init__(self, kind: str, d: int):
+        super().__init__()
+        self.kind = kind
+        self.norm = nn.LayerNorm(d) if kind == "layer" else nn.BatchNorm1d(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layer":
+            return self.norm(x)  # (B L H)
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)  # (B L H)
+
+
+def _activation(name: str) -> nn.Module:
+    return {"gelu": nn.GELU(), "relu": nn.ReLU(), "silu": nn.SiLU(), "identity": nn.Identity()}[name]
+
+
+class Block(nn.Module):
+    """One residual block around an SSM core; x (B, L, H) -> (B, L, H)."""
+
+    def __init__(self, d_model: int, core: nn.Module, *, norm: str, prenorm: bool, dropout: float,
+                 tie_dropout: bool, activation: str, final_act: str):
+        super().__init__()
+        self.core, self.prenorm = core, prenorm
+        self.norm = Norm(norm, d_model)
+        self.act = _activation(activation)
+        self.drop = TiedDropout(dropout) if tie_dropout else nn.Dropout(dropout)
+        d_core = core.channels * d_model
+        self.glu = final_act == "glu"
+        self.out = nn.Linear(d_core, 2 * d_model if self.glu else d_model)
+        self.final_act = _activation("gelu" if final_act == "gelu" else "identity")
+
+    def forward(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        z = self.norm(x) if self.prenorm else x  # (B L H)
+        z = self.drop(self.act(self.core(z, rate=rate)))  # (B L C*H)
+        z = self.out(z)  # (B L H) or (B L 2H)
+        z = F.glu(z, dim=-1) if self.glu else self.final_act(z)  # (B L H)
+        x = x + z  # (B L H)
+        return x if self.prenorm else self.norm(x)
+
+
+class SequenceModel(nn.Module):
+    """Encoder -> n_layers residual SSM blocks -> pooling -> decoder.
+
+    x: (B, L, d_input) float for ``encoder="linear"``; (B, L) int64 tokens for ``"embedding"``;
+    (B, 2, L) int64 tokens with ``two_tower`` (LRA Retrieval: both documents go through the same
+    encoder, the decoder sees [a, b, a*b, a-b] and is Linear(4H, H) -> GELU -> Linear(H, d_output)).
+    Returns logits (B, d_output). ``rate`` scales every core's step (e.g. 2.0 for a signal sampled
+    at half the training rate).
+    """
+
+    def __init__(self, d_input: int, d_output: int, *, d_model: int = 128, n_layers: int = 4, core: str = "s4d",
+                 core_options: dict | None = None, d_state: int = 64, encoder: str = "linear",
+                 vocab_size: int | None = None, norm: str = "layer", prenorm: bool = False, dropout: float = 0.1,
+                 tie_dropout: bool = True, activation: str = "gelu", final_act: str = "identity",
+                 pool: str = "mean", two_tower: bool = False):
+        super().__init__()
+        from . import build
+        check_choice("encoder", encoder, ENCODERS)
+        check_choice("norm", norm, NORMS)
+        check_choice("activation", activation, ACTIVATIONS)
+        check_choice("final_act", final_act, FINAL_ACTS)
+        check_choice("pool", pool, POOLS)
+        if encoder == "embedding":
+            if not vocab_size:
+                raise UserError("encoder='embedding' needs vocab_size")
+            self.encoder = nn.Embedding(vocab_size, d_model)
+        else:
+            self.encoder = nn.Linear(d_input, d_model)
+        self.blocks = nn.ModuleList(
+            Block(d_model, build(core, d_model, d_state, **(core_options or {})), norm=norm, prenorm=prenorm,
+                  dropout=dropout, tie_dropout=tie_dropout, activation=activation, final_act=final_act)
+            for _ in range(n_layers))
+        self.final_norm = Norm(norm, d_model) if prenorm else nn.Identity()
+        self.pool, self.two_tower = pool, two_tower
+        if two_tower:
+            self.decoder = nn.Sequential(nn.Linear(4 * d_model, d_model), nn.GELU(), nn.Linear(d_model, d_output))
+        else:
+            self.decoder = nn.Linear(d_model, d_output)
+
+    def features(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        """Pooled features (B, H) of one tower."""
+        h = self.encoder(x)  # (B L H)
+        for block in self.blocks:
+            h = block(h, rate=rate)  # (B L H)
+        h = self.final_norm(h)  # (B L H)
+        return h.mean(1) if self.pool == "mean" else h[:, -1]  # (B H)
+
+    def forward(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        if self.two_tower:
+            B = x.shape[0]
+            f = self.features(x.flatten(0, 1), rate).reshape(B, 2, -1)  # (B 2 H): documents interleaved
+            a, b = f[:, 0], f[:, 1]  # (B H) each
+            return self.decoder(torch.cat([a, b, a * b, a - b], -1))  # (B d_output)
+        return self.decoder(self.features(x, rate))  # (B d_output)

@@ -1,0 +1,64 @@
+"""What every SSM core shares: the tagged-parameter helper, the forward pass, the D skip.
+
+Parameters that need their own optimizer settings carry a ``_optim`` dict
+({"lr": ..., "weight_decay": ...}); ``optim.param_groups`` reads it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..errors import UserError
+from .fftconv import fft_conv
+
+
+def register(module: nn.Module, name: str, value: torch.Tensor, trainable: bool = True,
+             lr: float | None = None, weight_decay: float = 0.0) -> None:
+    """Register ``value`` as a parameter (tagged with lr/wd when ``lr`` is given) or, if not trainable, a buffer."""
+    if not trainable:
+        module.register_buffer(name, value)
+        return
+    p = nn.Parameter(value)
+    if lr is not None:
+        p._optim = {"lr": float(lr), "weight_decay": float(weight_decay)}
+    module.register_parameter(name, p)
+
+
+class SSMCore(nn.Module):
+    """Base class: subclasses implement ``kernel(L, rate)`` -> (C, H, L) or, bidirectional, (2, C, H, L).
+
+    Attributes: d_model (H), channels (C), bidirectional, D (C, H) skip parameter.
+    """
+
+    d_model: int
+    channels: int
+    bidirectional: bool
+
+    def _init_D(self) -> None:
+        self.D = nn.Parameter(torch.randn(self.channels, self.d_model))  # (C H)
+
+    @property
+    def d_output(self) -> int:
+        """Features of the output: channels * d_model."""
+        return self.channels * self.d_model
+
+    def forward(self, u: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        """u: (B, L, H) float -> y: (B, L, C*H), same dtype as u (kernel and FFT in float32 or float64).
+
+        y[..., c*H + h] = (K_c,h * u_h) + D[c,h] u_h: the linear SSM, no activation.
+        """
+        B_, L, H = u.shape
+        if H != self.d_model:
+            raise UserError(f"input has {H} features but the core has d_model={self.d_model}")
+        dtype = u.dtype
+        work = torch.float64 if dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            x = u.to(work).transpose(1, 2)  # (B H L)
+            k = self.kernel(L, rate=rate).to(work)  # (C H L) or (2 C H L)
+            if self.bidirectional:
+                y = fft_conv(x, k[0], k[1])  # (B C H L)
+            else:
+                y = fft_conv(x, k)  # (B C H L)
+            y = y + self.D.to(work)[None, :, :, None] * x[:, None]  # (B C H L)
+            y = y.reshape(B_, self.channels * H, L).transpose(1, 2)  # (B L C*H)
+        return y.to(dtype)

@@ -1,0 +1,66 @@
+"""Initialisations of the diagonal state matrix A (and B), by name — pure functions, float64.
+
+The S4D paper's inits (FACTS §1), with N the real state size and M = N/2 complex modes,
+mode index n = 0 … M-1:
+
+| init | A_n |
+|---|---|
+| ``inv``  | -1/2 + i (N/pi) (N/(2n+1) - 1)                     (S4D-Inv)   |
+| ``lin``  | -1/2 + i pi n                                         (S4D-Lin)   |
+| ``legs`` | eigenvalues of the normal part of HiPPO-LegS, B = V^* B_hippo (S4D-LegS) |
+| ``real`` | -(n+1), imaginary part 0                              (S4D-Real)  |
+| ``rand`` | -1/2 + i exp(z), z ~ N(0, 1)                           (random imaginary part) |
+
+Further ablation knobs (applied in this order):
+``real_random``: real part -U[0, 1] instead of -1/2 (not for ``real``, whose real part is -(n+1));
+``imag_random``: the index n in the ``inv``/``lin`` formulas is replaced by M·U[0, 1];
+``real_scale`` / ``imag_scale``: multiply the real / imaginary part.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .hippo import nplr
+
+DIAG_INITS = ("inv", "lin", "legs", "real", "rand")
+
+
+def diagonal_init(
+    init: str,
+    N: int,
+    n_copies: int = 1,
+    *,
+    real_random: bool = False,
+    imag_random: bool = False,
+    real_scale: float = 1.0,
+    imag_scale: float = 1.0,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A (n_copies, N/2) complex128 and, for ``legs``, B (n_copies, N/2) complex128 (else None)."""
+    rng = rng if rng is not None else np.random.default_rng()
+    M = N // 2
+    shape = (n_copies, M)
+    real = rng.uniform(0.0, 1.0, shape) if real_random else np.full(shape, 0.5)  # (n M)
+    idx = M * rng.uniform(0.0, 1.0, shape) if imag_random else np.broadcast_to(np.arange(M, dtype=float), shape)
+    B = None
+    if init == "lin":
+        imag = math.pi * idx
+    elif init == "inv":
+        imag = (N / math.pi) * (N / (2 * idx + 1) - 1)
+    elif init == "real":
+        real = np.broadcast_to(np.arange(M, dtype=float) + 1, shape).copy()
+        imag = np.zeros(shape)
+    elif init == "rand":
+        imag = np.exp(rng.standard_normal(shape))
+    elif init == "legs":
+        lam, _, Bt, _ = nplr("legs", N)
+        if not real_random:
+            real = np.broadcast_to(-lam.real, shape).copy()
+        imag = np.broadcast_to(lam.imag, shape).copy()
+        B = np.broadcast_to(Bt, shape).copy()
+    else:
+        raise ValueError(f"unknown init {init!r}; valid: {', '.join(DIAG_INITS)}")
+    A = -real_scale * real + 1j * imag_scale * imag  # (n M)
+    return A.astype(np.complex128), B

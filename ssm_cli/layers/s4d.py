@@ -1,0 +1,128 @@
+"""The diagonal SSM core (S4D; DSS through ``disc="dss"``) — FACTS §1.
+
+State: M = N/2 complex modes with conjugate symmetry (output 2·Re). Parameters:
+  log_dt (H,)            step, log dt ~ U[log dt_min, log dt_max]            tagged lr, wd 0
+  A_real, A_imag (S, M)  raw parts, A = -f(A_real) + i g(A_imag)             tagged lr, wd 0
+  B (S, M, 2)            complex as (re, im); buffer if not trainable_B      tagged lr, wd 0
+  C (C, H, M, 2)         complex normal (variance 1 total); global lr unless lr_C is set
+  D (C, H)               skip, standard normal; global lr and wd
+S = n_ssm copies of (A, B); channel h uses copy h % S (H must be divisible by S).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import UserError
+from .base import SSMCore, register
+from .discretize import discretize, dss_scale
+from .init import diagonal_init
+from .kernel import vandermonde
+from .transforms import inverse, transform
+
+
+class DiagonalSSM(SSMCore):
+    """S4D core: (B, L, H) -> (B, L, C*H). See ``ssm_cli.layers.CORE_OPTIONS["s4d"]`` for the options."""
+
+    def __init__(self, d_model: int, d_state: int = 64, *, init: str = "inv", disc: str = "zoh",
+                 real_transform: str = "exp", imag_transform: str = "none", real_random: bool = False,
+                 imag_random: bool = False, real_scale: float = 1.0, imag_scale: float = 1.0,
+                 trainable_B: bool = True, B_init: str = "auto", bidirectional: bool = False,
+                 channels: int = 1, n_ssm: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1,
+                 lr: float = 0.001, lr_C: float | None = None, block: int | None = None, seed: int | None = None):
+        super().__init__()
+        H, N = d_model, d_state
+        if N % 2:
+            raise UserError(f"d_state must be even for the diagonal core (N/2 complex modes); got {N}")
+        S = H if n_ssm is None else n_ssm
+        if S < 1 or H % S:
+            raise UserError(f"n_ssm={n_ssm} must divide d_model={H}")
+        if not 0 < dt_min <= dt_max:
+            raise UserError(f"need 0 < dt_min <= dt_max; got dt_min={dt_min}, dt_max={dt_max}")
+        self.d_model, self.d_state, self.channels, self.n_ssm = H, N, channels, S
+        self.init, self.disc, self.bidirectional, self.block = init, disc, bidirectional, block
+        self.real_transform, self.imag_transform = real_transform, imag_transform
+        rng = np.random.default_rng(seed) if seed is not None else np.random.default_rng(
+            int(torch.randint(0, 2**62, (1,)).item()))
+        n_dir = 2 if bidirectional else 1
+        A, B = diagonal_init(init, N, S * n_dir, real_random=real_random, imag_random=imag_random,
+                             real_scale=real_scale, imag_scale=imag_scale, rng=rng)  # (dS M)
+        if B_init == "ones" or (B_init == "auto" and B is None):
+            B = np.ones_like(A)
+        elif B_init == "random":
+            B = (rng.standard_normal(A.shape) + 1j * rng.standard_normal(A.shape)) / math.sqrt(2)
+        re = np.minimum(A.real, -1e-4)  # A's real part must stay strictly negative
+        a_re = inverse(-re, real_transform, "real parts -Re(A)")
+        a_im = inverse(A.imag, imag_transform, "imaginary parts Im(A)")
+        log_dt = torch.rand(n_dir * H, generator=torch.Generator().manual_seed(int(rng.integers(2**62)))) \
+            * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (dH)
+        M = N // 2
+        register(self, "log_dt", log_dt.reshape(n_dir, H), lr=lr)  # (d H)
+        register(self, "A_real", torch.tensor(a_re, dtype=torch.float32).reshape(n_dir, S, M), lr=lr)  # (d S M)
+        register(self, "A_imag", torch.tensor(a_im, dtype=torch.float32).reshape(n_dir, S, M), lr=lr)  # (d S M)
+        B_t = torch.view_as_real(torch.tensor(B, dtype=torch.complex64)).reshape(n_dir, S, M, 2)
+        register(self, "B", B_t, trainable=trainable_B, lr=lr)  # (d S M 2)
+        C_t = torch.randn(n_dir, channels, H, M, dtype=torch.complex64)  # (d C H M)
+        register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (d C H M 2)
+        self._init_D()
+
+    # ---- continuous and discrete parameters -------------------------------------------------
+    def eigenvalues(self) -> torch.Tensor:
+        """Continuous-time A after the transforms: (S, M) complex, or (2, S, M) if bidirectional."""
+        A = torch.complex(-transform(self.A_real, self.real_transform),
+                          transform(self.A_imag, self.imag_transform))  # (d S M)
+        return A if self.bidirectional else A[0]
+
+    def _discrete(self, rate: float = 1.0, L: int | None = None):
+        """(log_Abar (d H M), W = C * Bbar * scale (d C H M)) for each direction d."""
+        d = 2 if self.bidirectional else 1
+        A = torch.complex(-transform(self.A_real, self.real_transform),
+                          transform(self.A_imag, self.imag_transform))  # (d S M)
+        reps = self.d_model // self.n_ssm
+        A = A.repeat(1, reps, 1)  # (d H M), channel h uses copy h % S
+        B = torch.view_as_complex(self.B.contiguous()).repeat(1, reps, 1)  # (d H M)
+        dt = torch.exp(self.log_dt) * rate  # (d H)
+        out_log, out_W = [], []
+        for i in range(d):
+            log_Abar, Bbar = discretize(self.disc, A[i], dt[i], B[i])  # (H M), (H M)
+            if self.disc == "dss":
+                if L is None:
+                    raise UserError("disc='dss' normalises the kernel by its length: pass L")
+                Bbar = Bbar * dss_scale(log_Abar, L)  # (H M)
+            C = torch.view_as_complex(self.C[i].contiguous())  # (C H M)
+            out_log.append(log_Abar)
+            out_W.append(2 * C * Bbar)  # (C H M): conjugate pair -> 2 Re
+        return torch.stack(out_log), torch.stack(out_W)  # (d H M), (d C H M)
+
+    def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
+        """Real kernel: (C, H, L), or (2, C, H, L) = (forward, backward) if bidirectional."""
+        log_Abar, W = self._discrete(rate, L)  # (d H M), (d C H M)
+        k = torch.stack([vandermonde(W[i], log_Abar[i], L, self.block)
+                         for i in range(log_Abar.shape[0])])  # (d C H L)
+        return k if self.bidirectional else k[0]
+
+    # ---- recurrent view -----------------------------------------------------------------------
+    def init_state(self, batch: int) -> torch.Tensor:
+        """Zero state (batch, H, M) complex (complex128 if the core is float64)."""
+        if self.bidirectional:
+            raise UserError("a bidirectional core has no recurrent view")
+        dtype = torch.complex128 if self.log_dt.dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch, self.d_model, self.d_state // 2, dtype=dtype, device=self.log_dt.device)
+
+    def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float = 1.0, L: int | None = None):
+        """One step: x = Abar x + Bbar u_t; y = 2 Re(C x) + D u_t.
+
+        u_t: (B, H) -> y_t: (B, C*H); state (B, H, M) complex. ``L`` is needed for disc='dss'
+        (its kernel depends on the sequence length).
+        """
+        if self.bidirectional:
+            raise UserError("a bidirectional core has no recurrent view")
+        log_Abar, W = self._discrete(rate, L)  # (1 H M), (1 C H M)
+        Abar = torch.exp(log_Abar[0])  # (H M)
+        state = Abar * state + u_t[..., None].to(state.dtype)  # (B H M); Bbar folded into W
+        y = torch.einsum("chm,bhm->bch", W[0].to(state.dtype), state).real  # (B C H)
+        y = y + self.D[None] * u_t[:, None, :]  # (B C H)
+        return y.reshape(u_t.shape[0], -1).to(u_t.dtype), state

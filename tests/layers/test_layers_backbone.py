@@ -1,0 +1,124 @@
+"""Backbone (SequenceModel), parameter groups and the schedule."""
+import json
+import math
+
+import pytest
+import torch
+
+from ssm_cli.errors import UserError
+from ssm_cli.layers import SequenceModel, cosine_with_warmup, describe_groups, param_groups
+from ssm_cli.layers.backbone import Norm, TiedDropout
+
+
+@pytest.mark.parametrize("norm,prenorm,final_act,pool,core", [
+    ("layer", False, "identity", "mean", "s4d"),
+    ("batch", True, "glu", "last", "dss"),
+    ("layer", True, "gelu", "mean", "s4d"),
+])
+def test_sequence_model_shapes_and_backward(norm, prenorm, final_act, pool, core):
+    m = SequenceModel(3, 5, d_model=8, n_layers=2, d_state=4, core=core, norm=norm, prenorm=prenorm,
+                      final_act=final_act, pool=pool, core_options={"bidirectional": True})
+    out = m(torch.randn(2, 30, 3))
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+def test_embedding_two_tower_and_rate():
+    m = SequenceModel(1, 2, d_model=8, n_layers=1, d_state=4, encoder="embedding", vocab_size=11, two_tower=True)
+    m.eval()
+    x = torch.randint(0, 11, (3, 2, 25))
+    out = m(x)
+    assert out.shape == (3, 2)
+    # the towers are symmetric in a, b only through a*b: swapping documents changes the logits
+    assert not torch.allclose(out, m(x.flip(1)))
+    # tower features equal the single-document features
+    fa = m.features(x[:, 0])
+    fb = m.features(x[:, 1])
+    ref = m.decoder(torch.cat([fa, fb, fa * fb, fa - fb], -1))
+    torch.testing.assert_close(out, ref)
+    assert not torch.allclose(m(x, rate=2.0), out)
+    with pytest.raises(UserError, match="vocab_size"):
+        SequenceModel(1, 2, encoder="embedding")
+    with pytest.raises(UserError, match="valid: mean, last"):
+        SequenceModel(1, 2, pool="max")
+
+
+def test_last_pool_is_causal():
+    torch.manual_seed(0)
+    m = SequenceModel(2, 3, d_model=8, n_layers=2, d_state=4, pool="last", norm="layer").eval()
+    x = torch.randn(1, 20, 2)
+    y = m.features(x)
+    x2 = x.clone()
+    x2[:, 5] += 1.0
+    assert not torch.allclose(m.features(x2), y)  # the last step sees the past
+
+
+def test_tied_dropout_mask_constant_along_length():
+    torch.manual_seed(0)
+    d = TiedDropout(0.5).train()
+    x = torch.ones(4, 50, 16)
+    y = d(x)
+    assert torch.all(y == y[:, :1])  # same mask at every position
+    assert 0 < (y == 0).float().mean() < 1
+    assert torch.equal(d.eval()(x), x)
+
+
+def test_batchnorm_normalises_over_channels():
+    n = Norm("batch", 6).train()
+    x = torch.randn(4, 30, 6) * torch.arange(1, 7) + 5
+    y = n(x)
+    torch.testing.assert_close(y.mean((0, 1)), torch.zeros(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.var((0, 1), unbiased=False), torch.ones(6), atol=1e-3, rtol=0)
+
+
+def test_block_order_postnorm():
+    """Post-norm block = norm(x + out(dropout(gelu(core(x)))))."""
+    m = SequenceModel(2, 2, d_model=4, n_layers=1, d_state=4, dropout=0.0).eval()
+    b = m.blocks[0]
+    x = torch.randn(2, 10, 4)
+    ref = b.norm(x + b.out(torch.nn.functional.gelu(b.core(x))))
+    torch.testing.assert_close(b(x), ref)
+
+
+def test_param_groups_lr_wd_and_frozen_B():
+    m = SequenceModel(2, 3, d_model=8, n_layers=2, d_state=4,
+                      core_options={"lr": 0.002, "trainable_B": False, "lr_C": 0.0005})
+    groups = param_groups(m, lr=0.01, weight_decay=0.05)
+    desc = describe_groups(groups)
+    json.dumps(desc)
+    by_lr = {d["lr"]: d for d in desc}
+    assert by_lr[0.01]["weight_decay"] == 0.05
+    assert by_lr[0.002]["weight_decay"] == 0.0 and by_lr[0.0005]["weight_decay"] == 0.0
+    ssm = by_lr[0.002]["param_names"]
+    assert sorted(n.split(".")[-1] for n in ssm) == sorted(["log_dt", "A_real", "A_imag"] * 2)
+    assert all(n.endswith(".C") for n in by_lr[0.0005]["param_names"])
+    names = [n for d in desc for n in d["param_names"]]
+    assert not any(n.endswith(".B") for n in names)
+    assert len(names) == len(set(names)) == sum(1 for p in m.parameters() if p.requires_grad)
+    opt = torch.optim.AdamW(groups)
+    assert len(opt.param_groups) == 3
+
+
+def test_param_groups_default_C_in_global_group():
+    m = SequenceModel(2, 3, d_model=8, n_layers=1, d_state=4)
+    desc = describe_groups(param_groups(m, lr=0.01, weight_decay=0.01))
+    assert desc[0]["lr"] == 0.01 and "blocks.0.core.C" in desc[0]["param_names"]
+    assert desc[1]["lr"] == 0.001 and "blocks.0.core.B" in desc[1]["param_names"]
+
+
+def test_cosine_with_warmup_values():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1.0)
+    s = cosine_with_warmup(opt, warmup_steps=10, total_steps=110)
+    lrs = []
+    for _ in range(111):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        s.step()
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lrs[110] == pytest.approx(0.0, abs=1e-12)
+    assert "warmup_steps=10" in repr(s) and s.describe()["total_steps"] == 110
+    s2 = cosine_with_warmup(torch.optim.AdamW([p], lr=1.0), 10, 110)
+    s2.load_state_dict(s.state_dict())
