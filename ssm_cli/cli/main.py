@@ -1,0 +1,113 @@
+"""The ``ssm`` command line: run grids, print tables, plot curves, list configs, manage data."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from ssm_cli.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reproduce the ablations of the diagonal state space model papers.")
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(e: UserError) -> None:
+    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides, e.g. ablation=init dataset=scifar model.d_state=64 seeds=[0,1,2]"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and where each run will write; run nothing."),
+    cfg: bool = typer.Option(False, "--cfg", help="Print the composed config and exit."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun failed and diverged runs too."),
+) -> None:
+    """Run one config, or an ablation grid (variants × seeds) with ablation=NAME. Completed runs are
+    skipped and interrupted ones resume, so rerunning a command finishes its grid."""
+    from ssm_cli.cli.run_cmd import run_command
+
+    try:
+        code = run_command(list(overrides or []), dry_run=dry_run, show_cfg=cfg, retry_failed=retry_failed)
+    except UserError as e:
+        fail(e)
+    raise typer.Exit(code)
+
+
+@app.command()
+def table(
+    runs_dir: Path = typer.Argument(Path("outputs"), help="Folder holding the runs (searched recursively)."),
+    format: str = typer.Option("rich", "--format", "-f", help="rich | md | csv | latex | json"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the table to this file."),
+    ablation: Optional[str] = typer.Option(None, help="Only this ablation."),
+    dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
+) -> None:
+    """Aggregate run records: mean ± std over seeds, n, the paper's figure and our difference."""
+    from ssm_cli.results.table import aggregate, load_records, render
+
+    try:
+        records = [r for r in load_records(runs_dir)
+                   if (ablation is None or r.get("ablation") == ablation) and (dataset is None or r.get("dataset") == dataset)]
+        text = render(aggregate(records), format)
+    except UserError as e:
+        fail(e)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        err.print(f"wrote {out}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def plot(
+    runs_dir: Path = typer.Argument(Path("outputs")),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNGs (default: RUNS_DIR)."),
+    metric: str = typer.Option("val_acc", help="Per-epoch metric to plot, e.g. val_acc, test_acc, train_loss."),
+) -> None:
+    """Learning curves (metric per epoch, one line per variant, mean over seeds) as PNG files."""
+    from ssm_cli.results.plot import plot_curves
+
+    try:
+        paths = plot_curves(runs_dir, out, metric)
+    except UserError as e:
+        fail(e)
+    if not paths:
+        err.print(f"[yellow]no per-epoch {metric} found under {runs_dir}[/]")
+    for p in paths:
+        console.print(str(p))
+
+
+@app.command("list")
+def list_(group: Optional[str] = typer.Argument(None, help="ablation | dataset | model | preset | protocol | ...")) -> None:
+    """The ablations, datasets, models, presets (and other config options) that exist."""
+    from ssm_cli.cli.list_cmd import list_command
+
+    try:
+        list_command(group)
+    except UserError as e:
+        fail(e)
+
+
+def _mount_data() -> None:
+    try:
+        from ssm_cli.data.cli import app as data_app
+    except ImportError:  # pragma: no cover - the data CLI is part of the package
+        return
+    app.add_typer(data_app, name="data", help="Datasets: list, where, verify, prepare, generate.")
+
+
+_mount_data()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,70 @@
+"""``ssm run``: plan the grid, show it, run what is not done, print the table."""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ssm_cli.errors import UserError
+from ssm_cli.train.grid import plan, run_local, run_serial, todo
+
+console = Console()
+STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow", "new": ""}
+
+
+def show_plan(runs) -> None:
+    t = Table(title=f"{len(runs)} run(s)")
+    for col in ("variant", "seed", "status", "run directory"):
+        t.add_column(col)
+    for r in runs:
+        s = r.status
+        t.add_row(r.variant, str(r.seed), f"[{STATUS_STYLE.get(s, '')}]{s}[/]" if STATUS_STYLE.get(s) else s, str(r.run_dir))
+    console.print(t)
+
+
+def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_failed: bool) -> int:
+    runs = plan(overrides)
+    if show_cfg:
+        cfg = runs[0].cfg
+        console.print(OmegaConf.to_yaml(cfg, resolve=True), highlight=False, markup=False)
+        return 0
+    if dry_run:
+        show_plan(runs)
+        return 0
+    work = todo(runs, retry_failed)
+    skipped = len(runs) - len(work)
+    first = runs[0].cfg
+    console.print(f"[bold]{runs[0].ablation}[/] on [bold]{first.dataset.name}[/] (preset {first.preset.name}): "
+                  f"{len(runs)} run(s), {skipped} already done or skipped, {len(work)} to run "
+                  f"→ {first.out_dir}", highlight=False)
+    outcomes: dict[str, int] = {}
+    with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=False) as progress:
+        task = progress.add_task("", total=len(runs), completed=skipped)
+
+        def on_done(r, record) -> None:
+            status = record.get("status", "failed")
+            outcomes[status] = outcomes.get(status, 0) + 1
+            result = record.get("result")
+            extra = f" {record.get('metric')}={result:.2f}" if isinstance(result, float) else ""
+            if status in ("failed", "diverged"):
+                extra += f" ({record.get('error')})"
+            progress.console.print(f"  {r.variant} seed {r.seed}: [{STATUS_STYLE.get(status, '')}]{status}[/]{extra}",
+                                   highlight=False)
+            progress.advance(task)
+
+        launcher = first.launcher
+        if launcher.name == "local" and launcher.jobs > 1:
+            run_local(work, int(launcher.jobs), on_done)
+        else:
+            run_serial(work, on_done)
+    if runs[0].ablation is not None:
+        from ssm_cli.results.table import aggregate, load_records, render
+
+        records = [r for r in load_records(first.out_dir)
+                   if r.get("ablation") == runs[0].ablation and r.get("dataset") == first.dataset.name
+                   and r.get("preset") == first.preset.name]
+        console.print(render(aggregate(records), "rich"), highlight=False, markup=False)
+    bad = sum(n for s, n in outcomes.items() if s not in ("completed", "locked"))
+    return 1 if bad else 0

@@ -1,0 +1,124 @@
+"""Compose, validate and hash run configs (Hydra's Compose API over ``conf/``).
+
+Hydra's Compose API does no multirun and makes no output folders: ``ssm`` expands ablation grids
+itself (``ssm_cli.train.grid``) and owns its run directories.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+
+from ssm_cli.errors import UserError
+
+CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parents[1] / "conf"))
+
+# Keys that describe where/how a run executes, not what it computes: left out of the config hash.
+HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name", "run",
+                 "trainer.progress", "trainer.num_workers", "trainer.data_on_device")
+
+# Value checks for keys outside the model (the model's keys are checked by ssm_cli.layers).
+CHOICES = {
+    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
+    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed"),
+    "trainer.data_on_device": ("auto", True, False),
+    "optimizer.name": ("adamw",),
+    "scheduler.name": ("cosine", "step", "constant"),
+    "launcher.name": ("serial", "local"),
+}
+
+
+def group_options(group: str) -> list[str]:
+    """The option names of a config group (the yaml files of ``conf/<group>/``)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+    except MissingConfigException as e:
+        raise UserError(str(e).split("Config search path")[0].strip()) from None
+    except OverrideParseException as e:
+        raise UserError(f"cannot parse override: {str(e).strip()}") from None
+    except (ConfigCompositionException, HydraException) as e:
+        raise UserError(_explain_composition_error(e, overrides)) from None
+
+
+def _explain_composition_error(e: Exception, overrides: list[str]) -> str:
+    """Turn Hydra's 'Could not override' into 'unknown key ...; valid keys of <node>: ...'."""
+    msg = str(e).strip()
+    cause = str(e.__cause__ or "")
+    if "Could not override" in msg or "not in struct" in cause:
+        key = msg.split("'")[1] if "'" in msg else ""
+        parent, _, leaf = key.rpartition(".")
+        try:
+            base = _compose([o for o in overrides if not o.split("=")[0].lstrip("+~") == key])
+            node = OmegaConf.select(base, parent) if parent else base
+            valid = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else "(none)"
+        except UserError:
+            valid = "(could not compose the config without this override)"
+        where = parent or "the top level"
+        return f"unknown key {key!r}: {where} has no key {leaf!r}; valid keys of {where}: {valid}"
+    return f"{msg}{': ' + cause if cause else ''}"
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """Compose the config for ``overrides`` (Hydra syntax), applying the dataset's protocol.
+
+    With ``preset=paper|short`` the authors' protocol for the chosen dataset
+    (``conf/protocol/<dataset>.yaml``) is selected; ``short`` also sets 10 epochs. The user's own
+    overrides still win over both.
+    """
+    overrides = list(overrides)
+    cfg = _compose(overrides)
+    extra: list[str] = []
+    if cfg.preset.get("protocol"):
+        if not any(o.split("=")[0] == "protocol" for o in overrides):
+            name = cfg.dataset.name
+            if name not in group_options("protocol"):
+                raise UserError(f"preset={cfg.preset.name} needs the authors' protocol for dataset {name!r}, "
+                                f"but none exists; datasets with a protocol: {', '.join(group_options('protocol'))}")
+            extra.append(f"protocol={name}")
+        if cfg.preset.get("epochs"):
+            extra.append(f"trainer.epochs={cfg.preset.epochs}")
+        cfg = _compose(extra + overrides)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value that has a fixed set of valid values; raise UserError listing them."""
+    from ssm_cli.data.registry import DATASETS
+    from ssm_cli.train.model import check_model_config
+
+    if cfg.dataset.name not in DATASETS:
+        raise UserError(f"unknown dataset {cfg.dataset.name!r}; valid: {', '.join(DATASETS)}")
+    for key, valid in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in valid:
+            raise UserError(f"invalid value {value!r} for {key}; valid: {', '.join(map(str, valid))}")
+    check_model_config(cfg.model)
+    seeds = cfg.seeds
+    if seeds is not None and not (OmegaConf.is_list(seeds) and all(isinstance(s, int) for s in seeds)):
+        raise UserError(f"seeds must be a list of integers like seeds=[0,1,2], got {seeds!r}")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """8 hex digits identifying what a run computes (seed included, paths and launcher not)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in HASH_EXCLUDED:
+        parts = key.split(".")
+        d = data
+        for p in parts[:-1]:
+            d = d.get(p, {}) if isinstance(d, dict) else {}
+        if isinstance(d, dict):
+            d.pop(parts[-1], None)
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]

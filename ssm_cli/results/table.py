@@ -1,0 +1,110 @@
+"""Aggregate run records into tables: mean ± std over seeds, beside the paper's figure.
+
+One row per (ablation, dataset, variant), in the order the ablation declares its variants.
+Accuracies are in percent; ``diff`` is ours minus the paper's.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from pathlib import Path
+
+from ssm_cli.errors import UserError
+from ssm_cli.train.record import RECORD
+
+FORMATS = ("rich", "md", "csv", "latex", "json")
+COLUMNS = ("ablation", "dataset", "variant", "metric", "mean", "std", "n", "paper", "diff", "flags")
+
+
+def load_records(runs_dir: Path) -> list[dict]:
+    runs_dir = Path(runs_dir)
+    if not runs_dir.exists():
+        raise UserError(f"no runs folder {str(runs_dir)!r}; run `ssm run ...` first or name the folder holding the runs")
+    records = []
+    for path in sorted(runs_dir.rglob(RECORD)):
+        try:
+            records.append(json.loads(path.read_text()))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    """Rows with mean/std over the completed seeds of each (ablation, dataset, variant, preset)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        key = (r.get("ablation"), r.get("dataset"), r.get("preset"), r.get("variant"))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (ablation, dataset, _preset, variant), rs in groups.items():
+        done = [r for r in rs if r.get("status") == "completed" and r.get("result") is not None]
+        values = [float(r["result"]) for r in done]
+        mean = statistics.fmean(values) if values else None
+        std = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+        paper = next((r.get("paper") for r in rs if r.get("paper") is not None), None)
+        counts = {s: sum(r.get("status") == s for r in rs) for s in ("diverged", "failed", "running", "pending")}
+        flags = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        rows.append({
+            "ablation": ablation, "dataset": dataset, "variant": variant,
+            "metric": rs[0].get("metric"), "mean": mean, "std": std, "n": len(values), "paper": paper,
+            "diff": (mean - paper) if (mean is not None and paper is not None) else None,
+            "flags": flags, "seeds": sorted(r.get("seed") for r in done),
+            "preset": rs[0].get("preset"), "_order": (ablation or "", dataset or "", rs[0].get("preset") or "", rs[0].get("variant_index", 0)),
+        })
+    rows.sort(key=lambda row: row["_order"])
+    for row in rows:
+        del row["_order"]
+    return rows
+
+
+def _fmt(x, digits: int = 2) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _cells(row: dict) -> list[str]:
+    ms = "" if row["mean"] is None else f"{row['mean']:.2f} ± {row['std']:.2f}"
+    diff = "" if row["diff"] is None else f"{row['diff']:+.2f}"
+    return [row["ablation"] or "", row["dataset"] or "", row["variant"] or "", row["metric"] or "", ms,
+            str(row["n"]), _fmt(row["paper"]), diff, row["flags"]]
+
+
+HEADER = ["ablation", "dataset", "variant", "metric", "ours (mean ± std)", "n", "paper", "diff", "flags"]
+
+
+def render(rows: list[dict], fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise UserError(f"unknown table format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if fmt == "json":
+        return json.dumps([{k: row[k] for k in (*COLUMNS, "seeds", "preset")} for row in rows], indent=1)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(COLUMNS)
+        for row in rows:
+            w.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+        return buf.getvalue()
+    if fmt == "md":
+        lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+    if fmt == "latex":
+        esc = lambda s: s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
+        lines = [r"\begin{tabular}{lllllrrrl}", r"\toprule", " & ".join(map(esc, HEADER)) + r" \\", r"\midrule"]
+        lines += [" & ".join(esc(c) for c in _cells(row)) + r" \\" for row in rows]
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+    # rich: rendered to text here so the CLI can print or save it alike
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ssm results", show_lines=False)
+    for h in HEADER:
+        table.add_column(h, justify="right" if h in ("n", "paper", "diff", "ours (mean ± std)") else "left")
+    for row in rows:
+        table.add_row(*_cells(row), style="yellow" if row["flags"] else None)
+    console = Console(record=True, width=140, file=io.StringIO())
+    console.print(table)
+    return console.export_text()

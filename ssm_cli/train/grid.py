@@ -1,0 +1,136 @@
+"""Ablation grids: expand (variant × seed) into planned runs, then run what is not done yet.
+
+Run directories are deterministic — ``<out_dir>/<ablation>/<dataset>/<variant>/seed<seed>-<hash>``
+with the hash of the resolved config — so rerunning a command finds its earlier runs: completed
+ones are skipped, interrupted ones resume from their checkpoint, failed and diverged ones are
+rerun only with ``retry_failed``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ssm_cli.config import compose, config_hash
+from ssm_cli.errors import UserError
+from ssm_cli.train.record import CONFIG, read_record
+
+SINGLE = "single"  # the ablation folder of runs made without an ablation
+
+
+@dataclass
+class PlannedRun:
+    ablation: str
+    dataset: str
+    variant: str
+    seed: int
+    overrides: list[str]
+    cfg: DictConfig = field(repr=False)
+    run_dir: Path
+
+    @property
+    def status(self) -> str:
+        record = read_record(self.run_dir)
+        return record["status"] if record else "new"
+
+
+def effective_seeds(cfg: DictConfig) -> list[int]:
+    """Explicit ``seeds=`` > the protocol's seed (preset paper/short) > the ablation's > [0]."""
+    if cfg.seeds is not None:
+        return list(cfg.seeds)
+    if cfg.preset.get("protocol") and cfg.get("protocol_seed") is not None:
+        return [int(cfg.protocol_seed)]
+    if cfg.get("ablation") is not None and cfg.ablation.get("seeds") is not None:
+        return list(cfg.ablation.seeds)
+    return [0]
+
+
+def plan(overrides: list[str]) -> list[PlannedRun]:
+    """Every run of the command, composed and validated (nothing runs if any variant is invalid)."""
+    base = compose(overrides)
+    ablation = base.get("ablation")
+    if ablation is None:
+        variants = [{"name": base.name, "overrides": [], "paper": None}]
+        ablation_name, metric = SINGLE, None
+    else:
+        variants = OmegaConf.to_container(ablation.variants, resolve=True)
+        ablation_name, metric = ablation.name, ablation.get("metric")
+        names = [v["name"] for v in variants]
+        if len(set(names)) != len(names):
+            raise UserError(f"ablation {ablation_name!r} has duplicate variant names: {names}")
+    runs = []
+    for index, variant in enumerate(variants):
+        v_overrides = list(variant.get("overrides") or [])
+        cfg = compose(overrides + v_overrides) if v_overrides else base
+        m = metric or ("test_acc" if cfg.dataset.name != "bidmc" else "test_rmse")
+        paper = (variant.get("paper") or {}).get(cfg.dataset.name)
+        for seed in effective_seeds(cfg):
+            c = cfg.copy()
+            with open_dict(c):
+                c.run = {"ablation": ablation_name, "variant": variant["name"], "variant_index": index,
+                         "seed": int(seed), "overrides": list(overrides) + v_overrides, "metric": m,
+                         "paper": paper, "config_hash": None}
+                h = config_hash(c)
+                c.run.config_hash = h
+            run_dir = Path(c.out_dir) / ablation_name / c.dataset.name / variant["name"] / f"seed{seed}-{h}"
+            runs.append(PlannedRun(ablation_name, c.dataset.name, variant["name"], int(seed),
+                                   list(overrides) + v_overrides, c, run_dir))
+    return runs
+
+
+def prepare(run: PlannedRun) -> None:
+    """Write the run's resolved config (once; an existing one is kept, it has the same hash)."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    path = run.run_dir / CONFIG
+    if not path.exists():
+        tmp = path.with_name(f".{CONFIG}.tmp")
+        OmegaConf.save(run.cfg, tmp, resolve=True)
+        os.replace(tmp, path)
+
+
+def todo(runs: list[PlannedRun], retry_failed: bool) -> list[PlannedRun]:
+    skip = {"completed"} if retry_failed else {"completed", "failed", "diverged"}
+    return [r for r in runs if r.status not in skip]
+
+
+def run_serial(runs: list[PlannedRun], on_done) -> None:
+    from ssm_cli.train.run import execute
+
+    for r in runs:
+        prepare(r)
+        on_done(r, execute(r.run_dir))
+
+
+def run_local(runs: list[PlannedRun], jobs: int, on_done) -> None:
+    """``jobs`` runs at a time as subprocesses, round-robin over the visible GPUs."""
+    import torch
+
+    n_gpus = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpu_ids = visible.split(",") if visible else [str(i) for i in range(n_gpus)]
+    pending = list(runs)
+    active: list[tuple[subprocess.Popen, PlannedRun]] = []
+    slot = 0
+    while pending or active:
+        while pending and len(active) < jobs:
+            r = pending.pop(0)
+            prepare(r)
+            env = dict(os.environ)
+            if gpu_ids:
+                env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
+            slot += 1
+            log = open(r.run_dir / "stdout.log", "a")
+            p = subprocess.Popen([sys.executable, "-m", "ssm_cli.train.worker", str(r.run_dir)],
+                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+            active.append((p, r))
+        time.sleep(0.5)
+        for p, r in list(active):
+            if p.poll() is not None:
+                active.remove((p, r))
+                on_done(r, read_record(r.run_dir) or {"status": "failed", "error": f"worker exit {p.returncode}"})

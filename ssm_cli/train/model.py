@@ -1,0 +1,59 @@
+"""From the flat ``model`` config to a ``SequenceModel``: backbone keys vs SSM-core keys.
+
+Users write one flat group (``model.d_state=64 model.init=lin model.norm=batch``); keys listed in
+``BACKBONE_KEYS`` go to the backbone, every other key is an option of the SSM core named by
+``model.core`` and is checked by ``ssm_cli.layers.build``.
+"""
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from ssm_cli.data.base import DataSpec
+from ssm_cli.errors import UserError
+
+BACKBONE_CHOICES = {
+    "norm": ("layer", "batch"),
+    "final_act": ("identity", "gelu", "glu"),
+    "pool": ("mean", "last"),
+    "activation": ("gelu",),
+}
+BACKBONE_KEYS = ("core", "d_model", "n_layers", "d_state", "norm", "prenorm", "dropout", "tie_dropout",
+                 "activation", "final_act", "pool")
+
+
+def split_model_config(model_cfg: DictConfig) -> tuple[dict, dict]:
+    """(backbone kwargs, core options) from the flat model config."""
+    d = OmegaConf.to_container(model_cfg, resolve=True)
+    backbone = {k: d.pop(k) for k in BACKBONE_KEYS if k in d}
+    return backbone, d
+
+
+def check_model_config(model_cfg: DictConfig) -> None:
+    """Raise UserError for an unknown core, core option or backbone value (before anything runs)."""
+    from ssm_cli.layers import build
+
+    backbone, core_options = split_model_config(model_cfg)
+    for key, valid in BACKBONE_CHOICES.items():
+        if key in backbone and backbone[key] not in valid:
+            raise UserError(f"invalid value {backbone[key]!r} for model.{key}; valid: {', '.join(valid)}")
+    for key in ("d_model", "n_layers", "d_state"):
+        if not isinstance(backbone.get(key), int) or backbone[key] < 1:
+            raise UserError(f"model.{key} must be a positive integer, got {backbone.get(key)!r}")
+    # Building a tiny core runs exactly the checks the real one will (unknown option, bad value).
+    build(backbone["core"], d_model=2, d_state=backbone["d_state"], **core_options)
+
+
+def build_model(model_cfg: DictConfig, spec: DataSpec):
+    """The network for a dataset: encoder from the data's input kind, decoder to its outputs."""
+    from ssm_cli.layers import SequenceModel
+
+    backbone, core_options = split_model_config(model_cfg)
+    return SequenceModel(
+        d_input=spec.d_input,
+        d_output=spec.d_output,
+        encoder="embedding" if spec.input == "tokens" else "linear",
+        vocab_size=spec.vocab_size,
+        two_tower=spec.two_tower,
+        core_options=core_options,
+        **backbone,
+    )

@@ -1,0 +1,159 @@
+"""One run, end to end: seed → data → model → trainer → fit → record.
+
+A run lives in its own directory holding ``config.yaml`` (resolved, written before it starts),
+``last.ckpt`` (after every epoch, written atomically) and ``record.json``. Executing a run whose
+checkpoint exists resumes it; executing a completed run does nothing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ssm_cli.errors import UserError
+from ssm_cli.train.record import CHECKPOINT, CONFIG, environment, read_record, run_lock, write_json_atomic
+
+
+def resolve_device(cfg: DictConfig) -> torch.device:
+    acc = cfg.trainer.accelerator
+    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def best_epoch(history: list[dict], task: str) -> dict | None:
+    """The epoch with the best validation metric (max accuracy / min RMSE); ties: the earliest."""
+    key, sign = ("val_acc", 1.0) if task == "classification" else ("val_rmse", -1.0)
+    scored = [m for m in history if m.get(key) is not None]
+    return max(scored, key=lambda m: (sign * m[key], -m["epoch"])) if scored else None
+
+
+def new_record(cfg: DictConfig, run_dir: Path) -> dict:
+    r = cfg.run
+    return {
+        "status": "pending", "ablation": r.ablation, "dataset": cfg.dataset.name, "variant": r.variant,
+        "variant_index": r.variant_index, "seed": r.seed, "overrides": list(r.overrides),
+        "metric": r.metric, "paper": r.paper, "preset": cfg.preset.name, "config_hash": r.config_hash,
+        "run_dir": str(run_dir), "epochs": [], "attempts": 0, "wall_seconds": 0.0,
+    }
+
+
+class RecordKeeper:
+    """Lightning callback: after each epoch, append its metrics, write the record, checkpoint."""
+
+    def __new__(cls, *args, **kwargs):  # subclass lazily so importing this module stays cheap
+        import pytorch_lightning as pl
+
+        class _Keeper(pl.Callback):
+            def __init__(self, run_dir: Path, record: dict, t0: float, wall0: float):
+                self.run_dir, self.record, self.t0, self.wall0 = run_dir, record, t0, wall0
+
+            def on_train_epoch_end(self, trainer, task) -> None:
+                task.history.append(task.epoch_metrics())
+                task.train_seconds += task._epoch_train_seconds
+                self.record["epochs"] = task.history
+                self.record["wall_seconds"] = self.wall0 + time.perf_counter() - self.t0
+                write_json_atomic(self.run_dir / "record.json", self.record)
+                tmp = self.run_dir / f".{CHECKPOINT}.tmp"
+                trainer.save_checkpoint(tmp)
+                os.replace(tmp, self.run_dir / CHECKPOINT)
+
+        return _Keeper(*args, **kwargs)
+
+
+def execute(run_dir: Path, progress: bool | None = None) -> dict:
+    """Run (or resume, or skip) the run in ``run_dir``; returns its record.
+
+    Returns ``{"status": "locked"}`` if another process is running it right now.
+    """
+    run_dir = Path(run_dir)
+    cfg = OmegaConf.load(run_dir / CONFIG)
+    with run_lock(run_dir) as acquired:
+        if not acquired:
+            return {"status": "locked", "run_dir": str(run_dir)}
+        record = read_record(run_dir) or new_record(cfg, run_dir)
+        if record["status"] == "completed":
+            return record
+        return _fit(cfg, run_dir, record, progress)
+
+
+def _fit(cfg: DictConfig, run_dir: Path, record: dict, progress: bool | None) -> dict:
+    import pytorch_lightning as pl
+
+    from ssm_cli.data import load_dataset
+    from ssm_cli.layers import describe_groups, param_groups
+    from ssm_cli.train.loaders import ON_DEVICE_LIMIT_BYTES, dataset_nbytes, make_loader
+    from ssm_cli.train.task import Diverged, SequenceTask
+
+    t0 = time.perf_counter()
+    wall0 = float(record.get("wall_seconds") or 0.0)
+    record.update(status="running", attempts=record.get("attempts", 0) + 1, environment=environment(),
+                  error=None, diverged_step=None)
+    write_json_atomic(run_dir / "record.json", record)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    try:
+        seed = int(cfg.run.seed)
+        pl.seed_everything(seed, workers=True, verbose=False)
+        tc = cfg.trainer
+        data = load_dataset(cfg.dataset.name, cfg.data_dir, **OmegaConf.to_container(cfg.dataset.options, resolve=True))
+        device = resolve_device(cfg)
+        on_device = tc.data_on_device
+        if on_device == "auto":
+            on_device = device.type == "cuda" and dataset_nbytes(data.train) < ON_DEVICE_LIMIT_BYTES
+        dev = device if on_device else None
+        eval_bs = tc.eval_batch_size or tc.batch_size
+        train = make_loader(data.train, tc.batch_size, True, dev, tc.num_workers, seed)
+        evals = {"val": (data.val, 1.0), "test": (data.test, 1.0), **data.extra_eval}
+        eval_loaders = [make_loader(ds, eval_bs, False, dev, tc.num_workers) for ds, _ in evals.values()]
+        limit = tc.limit_train_batches
+        steps = min(len(train), limit) if isinstance(limit, int) else len(train)
+        task = SequenceTask(cfg, data.spec, list(evals), [rate for _, rate in evals.values()], steps)
+        groups = param_groups(task.model, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
+        record.update(n_params=sum(p.numel() for p in task.model.parameters()),
+                      optimizer_groups=describe_groups(groups), spec=vars(data.spec) if hasattr(data.spec, "__dict__") else None,
+                      n_train=len(data.train), n_val=len(data.val), n_test=len(data.test))
+        show = tc.progress if progress is None else progress
+        callbacks = [RecordKeeper(run_dir, record, t0, wall0)]
+        if show:
+            callbacks.append(pl.callbacks.RichProgressBar(leave=False))
+        trainer = pl.Trainer(
+            max_epochs=tc.epochs, accelerator="gpu" if device.type == "cuda" else "cpu", devices=tc.devices,
+            precision=tc.precision, gradient_clip_val=tc.grad_clip or None, logger=False,
+            enable_checkpointing=False, enable_progress_bar=bool(show), enable_model_summary=False,
+            num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=str(run_dir),
+            limit_train_batches=limit, limit_val_batches=tc.limit_eval_batches, deterministic=tc.deterministic,
+        )
+        ckpt = run_dir / CHECKPOINT
+        trainer.fit(task, train_dataloaders=train, val_dataloaders=eval_loaders,
+                    ckpt_path=str(ckpt) if ckpt.exists() else None)
+        history = task.history
+        best = best_epoch(history, data.spec.task)
+        total_train = sum(m.get("train_seconds", 0.0) for m in history)
+        samples = sum(m.get("train_samples_per_s", 0.0) * m.get("train_seconds", 0.0) for m in history)
+        record.update(status="completed", epochs=history, best_epoch=best["epoch"] if best else None,
+                      best=best, result=best.get(record["metric"]) if best else None,
+                      samples_per_s=samples / total_train if total_train else None,
+                      peak_gpu_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None)
+    except Diverged as e:
+        record.update(status="diverged", diverged_step=e.step, error=str(e))
+    except UserError:  # bad input (e.g. data missing): not the run's fault, so it stays pending
+        record.update(status="pending")
+        raise
+    except KeyboardInterrupt:
+        record.update(status="failed", error="interrupted")
+        raise
+    except Exception as e:  # the grid goes on; the record keeps the traceback
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    finally:
+        record["wall_seconds"] = wall0 + time.perf_counter() - t0
+        write_json_atomic(run_dir / "record.json", record)
+    return record
