@@ -25,8 +25,8 @@ from PIL import Image
 
 from ssm_cli.data.arrays import ArrayDataset, ToSequence, ToTokens, train_val_indices, uint8_channel_stats
 from ssm_cli.data.base import DatasetBundle, DataSpec
-from ssm_cli.data.cache import cached_arrays, fingerprint
-from ssm_cli.data.download import extract, fetch, remove, track
+from ssm_cli.data.cache import cached_arrays
+from ssm_cli.data.download import extract, fetch, files_digest, remove, track
 from ssm_cli.data.paths import check_options, missing_data
 from ssm_cli.errors import UserError
 
@@ -128,7 +128,7 @@ def load_images(data_dir: Path, download: bool = True, dataset: str = "scifar") 
         listing = {split: _list_folder(path / split) for split in ("train", "test")}
         files = [f for split in listing.values() for f, _ in split]
         build = lambda: _read_folder(listing)  # noqa: E731
-    key = {"version": PROCESSING_VERSION, "kind": kind, "files": fingerprint(files)}
+    key = {"version": PROCESSING_VERSION, "kind": kind, "n_files": len(files), "files": files_digest(files)}
     return cached_arrays(Path(data_dir) / SOURCE, f"cifar10-{kind}", key, build)
 
 

@@ -7,6 +7,7 @@ machine without network (download elsewhere, copy the files to the named path).
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tarfile
 import urllib.error
@@ -16,6 +17,7 @@ from typing import Iterable, Iterator
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from ssm_cli.data.cache import fingerprint
 from ssm_cli.errors import UserError
 
 TIMEOUT_S = 30
@@ -29,6 +31,12 @@ def file_digest(path: Path, algo: str = "sha256") -> str:
         for block in iter(lambda: f.read(CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def files_digest(files: Iterable[Path]) -> str:
+    """One short digest of the (path, size, mtime) fingerprint of many files: a compact cache key."""
+    blob = json.dumps(fingerprint(files)).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 def fetch(url: str, dest: Path, *, checksum: tuple[str, str] | None = None, offline_hint: str = "") -> Path:
