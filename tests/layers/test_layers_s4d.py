@@ -183,22 +183,32 @@ def test_bidirectional_matches_explicit_sum():
         core.init_state(1)
 
 
-def test_zero_shot_rate_change():
-    """Rate 2 on a signal subsampled by 2 approximates rate 1 on the original."""
+@pytest.mark.parametrize("name,opts", [("s4d", {}), ("s4d", {"disc": "bilinear"}), ("s4d", {"init": "legs"}),
+                                       ("dss", {"variant": "exp"}), ("s4", {}), ("s4", {"init": "fout"})])
+def test_zero_shot_rate_change(name, opts):
+    """Rate 2 on a signal subsampled by 2 approximates rate 1 on the original (and rate 1 does not)."""
     torch.manual_seed(0)
-    core = build("s4d", 4, 16, dt_min=0.001, dt_max=0.01, seed=0).double()
+    core = build(name, 4, 16, dt_min=0.001, dt_max=0.01, seed=0, **opts).double()
     with torch.no_grad():
         core.D.zero_()
     L = 4000
     t = torch.arange(L, dtype=torch.float64)
     u = torch.stack([torch.sin(2 * math.pi * t / (400 + 97 * h)) for h in range(4)], -1)[None]  # (1 L 4)
-    y_full = core(u)[:, 1::2]
-    y_half_rate2 = core(u[:, 1::2], rate=2.0)
-    y_half_rate1 = core(u[:, 1::2], rate=1.0)
+    with torch.no_grad():
+        y_full = core(u)[:, 1::2]
+        y_half_rate2 = core(u[:, 1::2], rate=2.0)
+        y_half_rate1 = core(u[:, 1::2], rate=1.0)
     err2 = (y_half_rate2 - y_full).norm() / y_full.norm()
     err1 = (y_half_rate1 - y_full).norm() / y_full.norm()
     assert err2 < 0.02, err2
     assert err1 > 0.3, err1
+
+
+@pytest.mark.parametrize("variant", ("softmax", "exp"))
+def test_dss_preset_convolution_equals_recurrence(variant):
+    core = build("dss", 3, 8, variant=variant, seed=0).double()
+    u = torch.randn(2, 25, 3, dtype=torch.float64)
+    torch.testing.assert_close(core(u), _run_recurrent(core, u, L=25), rtol=1e-9, atol=1e-9)
 
 
 def test_gradients_finite_long_sequence():

@@ -1,0 +1,187 @@
+"""The S4 core: diagonal plus low-rank (DPLR) A, kernel by Cauchy sums + Woodbury at the roots of unity.
+
+State: the N-dimensional HiPPO system (LegS, LegT or FouT) in the eigenbasis of its normal part,
+stored as M = N/2 modes plus their conjugates:
+    A = diag(Lambda) - P P^*   (full: Lambda_f = [Lambda, conj Lambda], P_f = [P, conj P], rank r)
+Bilinear discretisation. Parameters (d = 2 if bidirectional, S = n_ssm copies, C = channels):
+  log_dt (d, H)          tagged lr, wd 0
+  A_real, A_imag (d,S,M) Lambda = -f(A_real) + i A_imag                     tagged lr, wd 0
+  P (d, r, S, M, 2)      low-rank factor                                     tagged lr, wd 0
+  B (d, S, M, 2)         buffer if not trainable_B                           tagged lr, wd 0
+  C (d, C, H, M, 2)      trained as C~ = C (I - Abar^L) (the S4 paper's choice: the kernel of length
+                         L needs no power of Abar); global lr unless lr_C is set
+  D (C, H)
+
+Kernel (the S4 algorithm): with a = (2/dt)(1 - w), b = 1 + w at w_k = exp(-2 pi i k / L),
+    Khat(w) = 2 C~ (a - b A)^-1 B
+            = 2 [k_CB - b k_CP (I + b k_PP)^-1 k_PB],  k_XY = sum_n X_n Y_n / (a - b Lambda_n),
+then K = irfft(Khat). The form avoids the 1/(1 + w) pole at w = -1. The Cauchy sums are computed
+in chunks of frequencies (checkpointed under autograd) so the (H, L/2, N) table never exists whole.
+``kernel_reference`` is the slow dense computation used by the tests.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import UserError
+from .base import SSMCore, register
+from .hippo import nplr
+from .transforms import inverse, transform
+
+_CHUNK_ELEMS = 1 << 22  # complex entries of one (H, chunk, N) Cauchy table
+
+
+class DPLRSSM(SSMCore):
+    """S4 core: (B, L, H) -> (B, L, C*H). Options: ``ssm_cli.layers.CORE_OPTIONS["s4"]``."""
+
+    def __init__(self, d_model: int, d_state: int = 64, *, init: str = "legs", real_transform: str = "exp",
+                 trainable_B: bool = True, bidirectional: bool = False, channels: int = 1,
+                 n_ssm: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1, lr: float = 0.001,
+                 lr_C: float | None = None, seed: int | None = None):
+        super().__init__()
+        H, N = d_model, d_state
+        if N % 2:
+            raise UserError(f"d_state must be even for the S4 core; got {N}")
+        S = H if n_ssm is None else n_ssm
+        if S < 1 or H % S:
+            raise UserError(f"n_ssm={n_ssm} must divide d_model={H}")
+        if not 0 < dt_min <= dt_max:
+            raise UserError(f"need 0 < dt_min <= dt_max; got dt_min={dt_min}, dt_max={dt_max}")
+        self.d_model, self.d_state, self.channels, self.n_ssm = H, N, channels, S
+        self.init, self.bidirectional, self.real_transform = init, bidirectional, real_transform
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        d, M = (2 if bidirectional else 1), N // 2
+        lam, P, B, _ = nplr(init, N)  # (M), (r M), (M)
+        self.rank = P.shape[0]
+        a_re = inverse(-np.minimum(lam.real, -1e-4), real_transform, "real parts -Re(Lambda)")
+        rep = (d, S, 1)
+        log_dt = torch.rand(d, H, generator=gen) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        register(self, "log_dt", log_dt, lr=lr)  # (d H)
+        register(self, "A_real", torch.tensor(a_re, dtype=torch.float32).repeat(*rep), lr=lr)  # (d S M)
+        register(self, "A_imag", torch.tensor(lam.imag, dtype=torch.float32).repeat(*rep), lr=lr)  # (d S M)
+        P_t = torch.view_as_real(torch.tensor(P, dtype=torch.complex64))  # (r M 2)
+        register(self, "P", P_t[None, :, None].repeat(d, 1, S, 1, 1).contiguous(), lr=lr)  # (d r S M 2)
+        B_t = torch.view_as_real(torch.tensor(B, dtype=torch.complex64))  # (M 2)
+        register(self, "B", B_t.repeat(d, S, 1, 1), trainable=trainable_B, lr=lr)  # (d S M 2)
+        C_t = torch.randn(d, channels, H, M, dtype=torch.complex64, generator=gen)  # (d C H M)
+        register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (d C H M 2)
+        self._init_D()
+
+    # ---- parameters in the full (N-mode) eigenbasis ----------------------------------------
+    def eigenvalues(self) -> torch.Tensor:
+        """Lambda, the diagonal part (S, M) complex, or (2, S, M) if bidirectional."""
+        lam = torch.complex(-transform(self.A_real, self.real_transform), self.A_imag)  # (d S M)
+        return lam if self.bidirectional else lam[0]
+
+    def _full(self, i: int):
+        """Direction i: Lambda (H, N), P (r, H, N), B (H, N), C~ (C, H, N), with conjugate halves appended."""
+        reps = self.d_model // self.n_ssm
+        lam = torch.complex(-transform(self.A_real[i], self.real_transform), self.A_imag[i])  # (S M)
+        P = torch.view_as_complex(self.P[i].contiguous())  # (r S M)
+        B = torch.view_as_complex(self.B[i].contiguous())  # (S M)
+        C = torch.view_as_complex(self.C[i].contiguous())  # (C H M)
+        both = lambda x: torch.cat([x, x.conj()], -1)  # noqa: E731
+        return (both(lam).repeat(reps, 1), both(P).repeat(1, reps, 1),  # (H N), (r H N)
+                both(B).repeat(reps, 1), both(C))  # (H N), (C H N)
+
+    def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
+        """Real kernel (C, H, L), or (2, C, H, L) if bidirectional."""
+        d = 2 if self.bidirectional else 1
+        k = torch.stack([self._kernel_one(i, L, rate) for i in range(d)])  # (d C H L)
+        return k if self.bidirectional else k[0]
+
+    def _kernel_one(self, i: int, L: int, rate: float) -> torch.Tensor:
+        lam, P, B, C = self._full(i)  # (H N), (r H N), (H N), (C H N)
+        dt = torch.exp(self.log_dt[i]) * rate  # (H)
+        cdt = lam.dtype
+        k = torch.arange(L // 2 + 1, dtype=torch.float64, device=lam.device)
+        w = torch.exp(-2j * math.pi * k / L).to(cdt)  # (K) roots of unity
+        a = (2.0 / dt)[:, None] * (1 - w)  # (H K)
+        b = (1 + w)  # (K)
+        left = torch.cat([C, P.conj()], 0)  # (C+r H N)
+        right = torch.cat([B[None], P], 0)  # (1+r H N)
+        num = left[:, None] * right[None]  # (C+r 1+r H N)
+        X, Y, H, N = num.shape
+        num = num.reshape(X * Y, H, N).transpose(0, 1)  # (H XY N)
+        chunk = max(1, _CHUNK_ELEMS // (H * N))
+        parts = []
+        for s in range(0, a.shape[1], chunk):
+            args = (num, a[:, s:s + chunk], b[s:s + chunk], lam)
+            if torch.is_grad_enabled() and a.shape[1] > chunk:
+                parts.append(checkpoint(_cauchy, *args, use_reentrant=False))
+            else:
+                parts.append(_cauchy(*args))
+        kk = torch.cat(parts, -1).reshape(H, X, Y, -1).permute(1, 2, 0, 3)  # (C+r 1+r H K)
+        Cn, r = C.shape[0], self.rank
+        k_CB, k_CP = kk[:Cn, 0], kk[:Cn, 1:]  # (C H K), (C r H K)
+        k_PB, k_PP = kk[Cn:, 0], kk[Cn:, 1:]  # (r H K), (r r H K)
+        eye = torch.eye(r, dtype=cdt, device=lam.device)[:, :, None, None]
+        M = eye + b * k_PP  # (r r H K)
+        if r == 1:
+            corr = k_CP[:, 0] * k_PB[0] / M[0, 0]  # (C H K)
+        else:
+            sol = torch.linalg.solve(M.permute(2, 3, 0, 1), k_PB.permute(1, 2, 0)[..., None])[..., 0]  # (H K r)
+            corr = torch.einsum("cjhk,hkj->chk", k_CP, sol)  # (C H K)
+        khat = 2 * (k_CB - b * corr)  # (C H K)
+        return torch.fft.irfft(khat, n=L)  # (C H L)
+
+    # ---- dense views: reference kernel and recurrence ----------------------------------------
+    def dense(self, i: int = 0, L: int | None = None, rate: float = 1.0):
+        """Dense bilinear system of direction i: (Abar (H, N, N), Bbar (H, N), C (C, H, N)).
+
+        With L, C = C~ (I - Abar^L)^-1 (the C whose length-L kernel the convolution uses);
+        without L, C~ itself.
+        """
+        lam, P, B, C = self._full(i)
+        A = torch.diag_embed(lam) - torch.einsum("rhi,rhj->hij", P, P.conj())  # (H N N)
+        dt = (torch.exp(self.log_dt[i]) * rate).to(A.dtype)[:, None, None]  # (H 1 1)
+        I = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+        left = I - dt / 2 * A  # (H N N)
+        Abar = torch.linalg.solve(left, I + dt / 2 * A)  # (H N N)
+        Bbar = torch.linalg.solve(left, dt[..., 0] * B)  # (H N)
+        if L is not None:
+            G = I - torch.linalg.matrix_power(Abar, L)  # (H N N)
+            C = torch.linalg.solve(G.transpose(-1, -2), C.permute(1, 2, 0)).permute(2, 0, 1)  # (C H N): C~ G^-1
+        return Abar, Bbar, C
+
+    def kernel_reference(self, L: int, rate: float = 1.0) -> torch.Tensor:
+        """Slow dense kernel K_l = Re(C Abar^l Bbar), l < L, unidirectional: (C, H, L)."""
+        Abar, Bbar, C = self.dense(0, L, rate)
+        x, out = Bbar, []
+        for _ in range(L):
+            out.append(torch.einsum("chn,hn->ch", C, x).real)  # (C H)
+            x = torch.einsum("hij,hj->hi", Abar, x)  # (H N)
+        return torch.stack(out, -1)  # (C H L)
+
+    def init_state(self, batch: int) -> torch.Tensor:
+        """Zero state (batch, H, N) complex (the full N modes)."""
+        if self.bidirectional:
+            raise UserError("a bidirectional core has no recurrent view")
+        dtype = torch.complex128 if self.log_dt.dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch, self.d_model, self.d_state, dtype=dtype, device=self.log_dt.device)
+
+    def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float = 1.0, L: int | None = None):
+        """x = Abar x + Bbar u_t; y = Re(C x) + D u_t. u_t (B, H) -> (B, C*H).
+
+        ``L`` (required) is the length whose convolution kernel the recurrence reproduces, because
+        C is stored as C~ = C (I - Abar^L). Recomputes the dense system each call (slow; for tests
+        and short generation).
+        """
+        if self.bidirectional:
+            raise UserError("a bidirectional core has no recurrent view")
+        if L is None:
+            raise UserError("the S4 core stores C~ = C (I - Abar^L): pass L to step")
+        Abar, Bbar, C = self.dense(0, L, rate)
+        state = torch.einsum("hij,bhj->bhi", Abar, state) + Bbar * u_t[..., None].to(state.dtype)  # (B H N)
+        y = torch.einsum("chn,bhn->bch", C, state).real + self.D[None] * u_t[:, None]  # (B C H)
+        return y.reshape(u_t.shape[0], -1).to(u_t.dtype), state
+
+
+def _cauchy(num: torch.Tensor, a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """sum_n num[h, x, n] / (a[h, k] - b[k] lam[h, n]): (H, X, N) x (H, K) -> (H, X, K)."""
+    R = 1.0 / (a[:, :, None] - b[None, :, None] * lam[:, None, :])  # (H K N)
+    return torch.matmul(num, R.transpose(1, 2))  # (H X K)
