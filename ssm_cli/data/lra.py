@@ -14,13 +14,16 @@ Raw layouts (under ``data_dir``):
 - ListOps: ``lra/listops-1000/basic_{train,val,test}.tsv`` (header ``Source<TAB>Target``);
 - Text: ``aclImdb/{train,test}/{pos,neg}/*.txt`` (test doubles as val, as in LRA);
 - Retrieval: ``lra/tsv_data/new_aan_pairs.{train,eval,test}.tsv``, no header, columns
-  ``label, id1, id2, text1, text2``; ``eval`` is the validation split.
+  ``label, id1, id2, text1, text2``; ``eval`` is the validation split. The release stores each text
+  as a Python bytes literal (``b'...'``); such a field is unescaped to its bytes, any other field is
+  taken as text and UTF-8 encoded.
 
 The parsed sequences are cached (ragged, one byte per token) next to the raw files with
 ``cached_arrays``; items are cut from in-memory / memory-mapped arrays, never from files.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import shutil
 import sys
@@ -314,6 +317,18 @@ def load_text(data_dir: Path, **options) -> DatasetBundle:
 # ---------------------------------------------------------------- Retrieval (AAN)
 
 
+def aan_text_bytes(field: str) -> bytes:
+    """The bytes of one AAN text field: a ``b'...'`` literal is unescaped, plain text encoded."""
+    if len(field) >= 3 and field[0] == "b" and field[1] in "'\"" and field[-1] == field[1]:
+        try:
+            value = ast.literal_eval(field)
+            if isinstance(value, bytes):
+                return value
+        except (ValueError, SyntaxError):
+            pass
+    return field.encode("utf-8")
+
+
 def read_aan_tsv(path: Path) -> tuple[list[bytes], list[bytes], list[int]]:
     """Parse an AAN pairs tsv (label, id1, id2, text1, text2); malformed rows are a UserError."""
     csv.field_size_limit(1 << 30)
@@ -334,8 +349,8 @@ def read_aan_tsv(path: Path) -> tuple[list[bytes], list[bytes], list[int]]:
                         " columns 'label id1 id2 text1 text2' with label 0 or 1; re-download the LRA release"
                     )
                 labels.append(label)
-                first.append(row[3].encode("utf-8"))
-                second.append(row[4].encode("utf-8"))
+                first.append(aan_text_bytes(row[3]))
+                second.append(aan_text_bytes(row[4]))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"cannot read Retrieval file {path}: {e}") from e
     return first, second, labels

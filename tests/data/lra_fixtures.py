@@ -62,7 +62,8 @@ def write_imdb(data_dir: Path, per_class: int = 3, long_len: int = 5000) -> dict
 
 def write_aan(data_dir: Path, counts=(4, 2, 2), long_len: int = 4500) -> dict[str, list[tuple[bytes, bytes, int]]]:
     """``data_dir/lra/tsv_data/new_aan_pairs.{train,eval,test}.tsv``: no header, columns
-    label (written as ``1.0`` / ``0.0``), id1, id2, text1, text2."""
+    label (written as ``1.0`` / ``0.0``), id1, id2, text1, text2. As in the release, text1 is a
+    Python bytes literal (``b'...'``, escapes included); text2 is plain text."""
     folder = Path(data_dir) / "lra" / "tsv_data"
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -72,7 +73,8 @@ def write_aan(data_dir: Path, counts=(4, 2, 2), long_len: int = 4500) -> dict[st
             label = i % 2
             t1 = f"Paper {split}-{i} on attention. R\u00e9sum\u00e9 with a \"quote\"."
             t2 = f"Cited work {i}: state space models." * (long_len // 30 if i == 0 else 1)
-            rows.append((f"{label}.0", f"P{i:02d}-1001", f"P{i:02d}-2002", t1, t2))
+            rows.append((f"{label}.0", f"P{i:02d}-1001", f"P{i:02d}-2002", repr(t1.encode() + b"\n"), t2))
+            t1 += "\n"
             items.append((t1.encode(), t2.encode(), label))
         write_tsv(folder / f"new_aan_pairs.{file_split}.tsv", rows)
         out[split] = items

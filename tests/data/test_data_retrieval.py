@@ -80,3 +80,12 @@ def test_cache_reuse_and_invalidation(tmp_path):
     write_aan(tmp_path, counts=(6, 2, 2))
     assert len(load_dataset("lra_retrieval", tmp_path, download=False).train) == 6
     assert [p.name for p in cache.iterdir()] != before
+
+
+def test_bytes_literal_fields_are_unescaped():
+    from ssm_cli.data.lra import aan_text_bytes
+
+    assert aan_text_bytes("b'R\\xc3\\xa9sum\\xc3\\xa9\\n'") == "Résumé\n".encode()
+    assert aan_text_bytes('b"it\'s"') == b"it's"
+    assert aan_text_bytes("plain b'text'") == b"plain b'text'"
+    assert aan_text_bytes("b'broken") == b"b'broken"
