@@ -88,13 +88,18 @@ def stratified_indices(
 ) -> list[np.ndarray]:
     """Split each class's items by ``fractions`` (e.g. 0.7, 0.15, 0.15) with one seeded shuffle per class.
 
-    Returns one sorted index array per fraction; rounding leftovers go to the last split.
+    Returns one sorted index array per fraction. The first split takes what the others leave; each
+    other split gets ``round(fraction * n)`` items of a class, at least one when the class has enough.
     """
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[] for _ in fractions]
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        bounds = np.round(np.cumsum(fractions[:-1]) * len(idx)).astype(int)
+        n = len(idx)
+        sizes = [int(round(f * n)) for f in fractions[1:]]
+        if n >= len(fractions):
+            sizes = [max(1, k) for k in sizes]
+        bounds = np.cumsum([n - sum(sizes)] + sizes[:-1])
         for k, chunk in enumerate(np.split(idx, bounds)):
             parts[k].append(chunk)
     return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
