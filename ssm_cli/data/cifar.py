@@ -17,7 +17,9 @@ Options (both datasets): ``val_split=0.1`` (fraction or count), ``split_seed=42`
 """
 from __future__ import annotations
 
+import os
 import pickle
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -123,11 +125,11 @@ def load_images(data_dir: Path, download: bool = True, dataset: str = "scifar") 
         for f in files:
             if not f.is_file():
                 raise UserError(f"CIFAR-10 batch file missing: {f}\nExpected layout:\n{LAYOUT}\nTo obtain it:\n{REMEDY}")
-        build = lambda: _read_pickles(files)  # noqa: E731
+        build = partial(_read_pickles, files)
     else:
         listing = {split: _list_folder(path / split) for split in ("train", "test")}
         files = [f for split in listing.values() for f, _ in split]
-        build = lambda: _read_folder(listing)  # noqa: E731
+        build = partial(_read_folder, listing)
     key = {"version": PROCESSING_VERSION, "kind": kind, "n_files": len(files), "files": files_digest(files)}
     return cached_arrays(Path(data_dir) / SOURCE, f"cifar10-{kind}", key, build)
 
@@ -192,11 +194,11 @@ def _list_folder(split_dir: Path) -> list[tuple[Path, int]]:
     if extra:
         raise UserError(f"unknown class folder(s) {', '.join(extra)} in {split_dir}; valid: {', '.join(CLASSES)}")
     items = [
-        (f, label)
+        (split_dir / name / f, label)
         for label, name in enumerate(CLASSES)
         if (split_dir / name).is_dir()
-        for f in sorted((split_dir / name).iterdir())
-        if f.suffix.lower() in IMAGE_SUFFIXES
+        for f in sorted(e.name for e in os.scandir(split_dir / name))
+        if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES
     ]
     if not items:
         raise UserError(f"no images in {split_dir}\nExpected layout:\n{LAYOUT}")

@@ -143,8 +143,9 @@ def prepare(
     name: str = typer.Argument(..., help="Dataset name (see `ssm data list`)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="Loader option key=value (repeatable)."),
+    generate_: bool = typer.Option(False, "--generate", help="listops/pathfinder/pathx: generate the data (default sizes) instead of downloading the LRA release."),
 ) -> None:
-    """Download the raw data when missing (listops/pathfinder: generate it if the download fails), then build the cache."""
+    """Download the raw data when missing (or generate it, with --generate), then build the cache."""
     from ssm_cli.data.checks import EXPECTED, locate
 
     root = _data_dir(data_dir)
@@ -154,6 +155,13 @@ def prepare(
         if not DATASETS[name].source:
             console.print(f"{name} is generated in-process; nothing to prepare.")
             return
+        if generate_:
+            gen = EXPECTED[name].generator
+            if gen is None:
+                raise UserError(f"{name} has no generator; generated: {', '.join(n for n, e in EXPECTED.items() if e.generator)}")
+            if locate(name, root) is None:
+                _run_generator(gen, root / "lra", size=128 if name == "pathx" else 32)
+            options.setdefault("download", False)
         _download(name, root, options)
         try:
             bundle = load_dataset(name, root, **options)
@@ -217,18 +225,23 @@ def generate(
     """Generate LRA ListOps or Pathfinder/Path-X in the release layout (no download needed)."""
     out_root = out if out is not None else _data_dir(data_dir) / "lra"
     try:
-        check_choice("generator", task, ("listops", "pathfinder"))
-        if task == "listops":
-            from ssm_cli.data import listops_gen
-
-            counts = {k: v for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)) if v is not None}
-            folder = listops_gen.generate(out_root, seed=seed, progress=True, **counts)
-        else:
-            check_choice("pathfinder size", size, (32, 128))
-            from ssm_cli.data import pathfinder_gen
-
-            extra = {"n_samples": n_samples} if n_samples is not None else {}
-            folder = pathfinder_gen.generate(out_root, size=size, seed=seed, workers=workers, progress=True, **extra)
+        counts = {k: v for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("n_samples", n_samples)) if v is not None}
+        folder = _run_generator(task, out_root, size=size, seed=seed, workers=workers, **counts)
     except UserError as e:
         _fail(e)
     console.print(f"[green]wrote[/] {folder}", highlight=False)
+
+
+def _run_generator(task: str, out_root: Path, size: int = 32, seed: int = 0, workers: int = 1, **counts) -> Path:
+    """Call the ListOps or Pathfinder generator (imported only now: they are not needed to load data)."""
+    check_choice("generator", task, ("listops", "pathfinder"))
+    if task == "listops":
+        from ssm_cli.data import listops_gen
+
+        listops_counts = {k: v for k, v in counts.items() if k in ("n_train", "n_val", "n_test")}
+        return listops_gen.generate(out_root, seed=seed, progress=True, **listops_counts)
+    check_choice("pathfinder size", size, (32, 128))
+    from ssm_cli.data import pathfinder_gen
+
+    extra = {"n_samples": counts["n_samples"]} if "n_samples" in counts else {}
+    return pathfinder_gen.generate(out_root, size=size, seed=seed, workers=workers, progress=True, **extra)

@@ -150,3 +150,8 @@ def test_generate_pathfinder_and_bad_choices(tmp_path):
     assert r.exit_code == 2 and "valid: 32, 128" in r.output
     r = invoke("generate", "mazes")
     assert r.exit_code == 2 and "valid: listops, pathfinder" in r.output
+
+
+def test_prepare_generate_only_for_generated_datasets(data_root):
+    r = invoke("prepare", "scifar", "--generate", "--data-dir", str(data_root))
+    assert r.exit_code == 2 and "scifar has no generator" in r.output and "listops" in r.output
