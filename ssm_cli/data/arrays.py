@@ -52,7 +52,9 @@ class ArrayDataset(Dataset):
     def __getstate__(self):
         state = dict(self.__dict__)
         if isinstance(self.inputs, np.memmap) and self.inputs.filename:
-            state["inputs"] = ("memmap", self.inputs.filename)  # reopen, never copy GBs into a worker
+            whole = np.load(self.inputs.filename, mmap_mode="r")  # reads the header only
+            if whole.shape == self.inputs.shape and whole.dtype == self.inputs.dtype:  # not a view
+                state["inputs"] = ("memmap", self.inputs.filename)  # reopen, never copy GBs into a worker
         return state
 
     def __setstate__(self, state):
@@ -146,10 +148,14 @@ def uint8_channel_stats(images: np.ndarray, channels: int) -> tuple[np.ndarray, 
     """Exact per-channel mean and std of uint8 ``images`` (..., channels) in [0, 1] units, via histograms."""
     flat = np.asarray(images).reshape(-1, channels)
     values = np.arange(256, dtype=np.float64) / 255.0
+    hists = np.zeros((channels, 256))
+    for start in range(0, len(flat), 1 << 22):  # chunks: bincount's intp copy stays small
+        chunk = flat[start : start + (1 << 22)]
+        for c in range(channels):
+            hists[c] += np.bincount(chunk[:, c], minlength=256)
     mean, std = np.zeros(channels), np.zeros(channels)
     for c in range(channels):
-        hist = np.bincount(flat[:, c], minlength=256).astype(np.float64)
-        p = hist / hist.sum()
+        p = hists[c] / hists[c].sum()
         mean[c] = (p * values).sum()
         std[c] = np.sqrt((p * (values - mean[c]) ** 2).sum())
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)

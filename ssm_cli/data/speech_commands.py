@@ -154,17 +154,24 @@ def load_waveforms(data_dir: Path, version: str = "v0.02", download: bool = True
     ]
     files = [wav for _, wav in clips] + list(lists.values())
     key = {"version": PROCESSING_VERSION, "words": WORDS[version], "n_files": len(files), "files": files_digest(files)}
-    cache_root = folder / CACHE_FOLDER
-    cache_root.mkdir(parents=True, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(prefix=".scratch-", suffix=".npy", dir=cache_root)
-    os.close(fd)
+    scratch: list[Path] = []
+
+    def build() -> dict[str, np.ndarray]:
+        # the audio is written through a memory-mapped scratch file, so ~3.4 GB never sit in RAM
+        (folder / CACHE_FOLDER).mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=".scratch-", suffix=".npy", dir=folder / CACHE_FOLDER)
+        os.close(fd)
+        scratch.append(Path(path))
+        return _read_clips(clips, lists, Path(path))
+
     try:
-        return cached_arrays(folder, f"speech-{version}", key, lambda: _read_clips(folder, clips, lists, Path(scratch)))
+        return cached_arrays(folder, f"speech-{version}", key, build)
     finally:
-        Path(scratch).unlink(missing_ok=True)  # the cache holds its own copy; the open memmap keeps the inode alive
+        for path in scratch:  # the cache holds its own copy
+            path.unlink(missing_ok=True)
 
 
-def _read_clips(folder: Path, clips: list[tuple[int, Path]], lists: dict[str, Path], scratch: Path) -> dict[str, np.ndarray]:
+def _read_clips(clips: list[tuple[int, Path]], lists: dict[str, Path], scratch: Path) -> dict[str, np.ndarray]:
     val = set(lists["validation"].read_text().split())
     test = set(lists["testing"].read_text().split())
     audio = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.int16, shape=(len(clips), LENGTH))
