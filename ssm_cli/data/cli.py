@@ -168,8 +168,7 @@ def prepare(
         except UserError as e:
             gen = EXPECTED[name].generator
             if gen and locate(name, root) is None:
-                raise UserError(f"{e}\nOffline? Generate it instead: ssm data generate {gen}"
-                                + (" --size 128" if name == "pathx" else "")) from None
+                raise UserError(f"{e}\nOffline? Generate it instead: ssm data prepare {name} --generate") from None
             raise
     except UserError as e:
         _fail(e)
