@@ -31,17 +31,20 @@ def vandermonde(W: torch.Tensor, log_Abar: torch.Tensor, L: int, block: int | No
     T = block or block_length(L)
     J = -(-L // T)
     C, H, M = W.shape
-    rdt = log_Abar.real.dtype
-    r = torch.arange(T, device=log_Abar.device, dtype=rdt)  # (T)
-    V = torch.exp(log_Abar[:, :, None] * r)  # (H M T)
-    Vr = torch.cat([V.real, V.imag], dim=1)  # (H 2M T)
-    if J == 1:
-        WS = W[:, :, None, :]  # (C H 1 M)
+    zr, zi = log_Abar.real, log_Abar.imag  # (H M) each
+    wr, wi = W.real, W.imag  # (C H M) each
+    r = torch.arange(T, device=zr.device, dtype=zr.dtype)  # (T)
+    mag, ph = torch.exp(zr[:, :, None] * r), zi[:, :, None] * r  # (H M T)
+    Vr = torch.cat([mag * torch.cos(ph), mag * torch.sin(ph)], dim=1)  # (H 2M T) = [Re V; Im V]
+    if J > 1:  # W * exp(j T log_Abar), in real arithmetic
+        j = torch.arange(J, device=zr.device, dtype=zr.dtype) * T  # (J)
+        mag, ph = torch.exp(zr[:, None, :] * j[:, None]), zi[:, None, :] * j[:, None]  # (H J M)
+        sr, si = mag * torch.cos(ph), mag * torch.sin(ph)  # (H J M)
+        wr, wi = wr[:, :, None, :], wi[:, :, None, :]  # (C H 1 M)
+        wr, wi = wr * sr - wi * si, wr * si + wi * sr  # (C H J M)
     else:
-        j = torch.arange(J, device=log_Abar.device, dtype=rdt) * T  # (J)
-        S = torch.exp(log_Abar[:, None, :] * j[:, None])  # (H J M)
-        WS = W[:, :, None, :] * S  # (C H J M)
-    Wr = torch.cat([WS.real, -WS.imag], dim=-1)  # (C H J 2M)
+        wr, wi = wr[:, :, None, :], wi[:, :, None, :]  # (C H 1 M)
+    Wr = torch.cat([wr, -wi], dim=-1)  # (C H J 2M)
     K = torch.matmul(Wr, Vr)  # (C H J T)
     return K.reshape(C, H, J * T)[..., :L]  # (C H L)
 
