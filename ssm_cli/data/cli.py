@@ -57,7 +57,7 @@ def _check_name(name: str) -> None:
 @app.command("list")
 def list_cmd(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP)) -> None:
     """Every dataset the runner knows: present / missing / generated, size on disk, where."""
-    from ssm_cli.data.checks import disk_size, human, locate
+    from ssm_cli.data.checks import EXPECTED, disk_size, human, locate
 
     root = _data_dir(data_dir)
     table = Table(title=f"datasets under {root}")
@@ -71,7 +71,8 @@ def list_cmd(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DA
             continue
         found = locate(name, root)
         if found is None:
-            table.add_row(name, "[red]missing[/]", "-", str(root / info.source), info.summary)
+            expected = EXPECTED[name].paths[0] if EXPECTED[name].paths else info.source
+            table.add_row(name, "[red]missing[/]", "-", str(root / expected), info.summary)
         else:
             table.add_row(name, "[green]present[/]", human(disk_size(found)), str(found), info.summary)
     console.print(table)
