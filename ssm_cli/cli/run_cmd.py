@@ -65,6 +65,6 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
         records = [r for r in load_records(first.out_dir)
                    if r.get("ablation") == runs[0].ablation and r.get("dataset") == first.dataset.name
                    and r.get("preset") == first.preset.name]
-        console.print(render(aggregate(records), "rich"), highlight=False, markup=False)
+        print(render(aggregate(records), "rich"), end="")
     bad = sum(n for s, n in outcomes.items() if s not in ("completed", "locked"))
     return 1 if bad else 0

@@ -134,7 +134,8 @@ def _fit(cfg: DictConfig, run_dir: Path, record: dict, progress: bool | None) ->
         )
         ckpt = run_dir / CHECKPOINT
         trainer.fit(task, train_dataloaders=train, val_dataloaders=eval_loaders,
-                    ckpt_path=str(ckpt) if ckpt.exists() else None)
+                    ckpt_path=str(ckpt) if ckpt.exists() else None,
+                    weights_only=False)  # our own checkpoint: it holds the scheduler's state objects
         history = task.history
         best = best_epoch(history, data.spec.task)
         total_train = sum(m.get("train_seconds", 0.0) for m in history)
