@@ -4,7 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install demo test test-all reproduce reproduce-short clean
+ABLATIONS ?= init init_perturb disc B real kernel
+REPRO_DATASETS ?= scifar sc35 listops lra_text lra_retrieval lra_image pathfinder pathx
+JOBS ?= 4
+
+.PHONY: install demo test reproduce reproduce-short clean
 
 $(BIN)/ssm: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,10 +20,21 @@ install: $(BIN)/ssm
 
 demo: $(BIN)/ssm
 	$(BIN)/ssm run ablation=init $(ARGS)
-	$(BIN)/ssm table
 
 test: $(BIN)/ssm
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The S4D paper's ablations at the authors' protocol (preset=paper) or cut to 10 epochs
+# (preset=short), every ablation on every dataset; tables land in experiments/results/<dataset>-<preset>/.
+reproduce: PRESET = paper
+reproduce-short: PRESET = short
+reproduce reproduce-short: $(BIN)/ssm
+	@for d in $(REPRO_DATASETS); do for a in $(ABLATIONS); do \
+	  $(BIN)/ssm run ablation=$$a dataset=$$d preset=$(PRESET) launcher=local launcher.jobs=$(JOBS) $(ARGS) || exit $$?; \
+	  mkdir -p experiments/results/$$d-$(PRESET); \
+	  $(BIN)/ssm table outputs --ablation $$a --dataset $$d --preset $(PRESET) --format json --out experiments/results/$$d-$(PRESET)/$$a.json; \
+	done; \
+	$(BIN)/ssm table outputs --dataset $$d --preset $(PRESET) --format md --out experiments/results/$$d-$(PRESET)/table.md; done
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -46,13 +46,15 @@ def table(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the table to this file."),
     ablation: Optional[str] = typer.Option(None, help="Only this ablation."),
     dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
+    preset: Optional[str] = typer.Option(None, help="Only runs of this preset."),
 ) -> None:
     """Aggregate run records: mean ± std over seeds, n, the paper's figure and our difference."""
     from ssm_cli.results.table import aggregate, load_records, render
 
     try:
         records = [r for r in load_records(runs_dir)
-                   if (ablation is None or r.get("ablation") == ablation) and (dataset is None or r.get("dataset") == dataset)]
+                   if (ablation is None or r.get("ablation") == ablation) and (dataset is None or r.get("dataset") == dataset)
+                   and (preset is None or r.get("preset") == preset)]
         text = render(aggregate(records), format)
     except UserError as e:
         fail(e)
