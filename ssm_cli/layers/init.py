@@ -10,6 +10,7 @@ mode index n = 0 … M-1:
 | ``legs`` | eigenvalues of the normal part of HiPPO-LegS, B = V^* B_hippo (S4D-LegS) |
 | ``real`` | -(n+1), imaginary part 0                              (S4D-Real)  |
 | ``rand`` | -1/2 + i exp(z), z ~ N(0, 1)                           (random imaginary part) |
+| ``ptd``  | eigenvalues of HiPPO-LegS + E (S4-PTD, see ptd.py): N modes, not N/2; B = V^-1 B_hippo |
 
 Further ablation knobs (applied in this order):
 ``real_random``: real part -U[0, 1] instead of -1/2 (not for ``real``, whose real part is -(n+1));
@@ -22,9 +23,11 @@ import math
 
 import numpy as np
 
+from ..errors import UserError
 from .hippo import nplr
+from .ptd import ptd_init
 
-DIAG_INITS = ("inv", "lin", "legs", "real", "rand")
+DIAG_INITS = ("inv", "lin", "legs", "real", "rand", "ptd")
 
 
 def diagonal_init(
@@ -38,8 +41,18 @@ def diagonal_init(
     imag_scale: float = 1.0,
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A (n_copies, N/2) complex128 and, for ``legs``, B (n_copies, N/2) complex128 (else None)."""
+    """A (n_copies, N/2) complex128 and, for ``legs``, B (n_copies, N/2) complex128 (else None).
+
+    ``ptd`` returns N modes: A, B (n_copies, N); the random/scale knobs do not apply to it.
+    """
     rng = rng if rng is not None else np.random.default_rng()
+    if init == "ptd":
+        if real_random or imag_random or real_scale != 1.0 or imag_scale != 1.0:
+            raise UserError("init 'ptd' takes none of real_random, imag_random, real_scale, imag_scale")
+        sol = ptd_init(N)
+        lam = sol["Lambda"].copy()
+        lam.real = np.minimum(lam.real, -1e-4)
+        return np.broadcast_to(lam, (n_copies, N)).copy(), np.broadcast_to(sol["B"], (n_copies, N)).copy()
     M = N // 2
     shape = (n_copies, M)
     real = rng.uniform(0.0, 1.0, shape) if real_random else np.full(shape, 0.5)  # (n M)

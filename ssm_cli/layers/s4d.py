@@ -1,6 +1,7 @@
 """The diagonal SSM core (S4D; DSS through ``disc="dss"``) — FACTS §1.
 
-State: M = N/2 complex modes with conjugate symmetry (output 2·Re). Parameters:
+State: M = N/2 complex modes with conjugate symmetry (output 2·Re); for ``init="ptd"`` the
+spectrum is not conjugate-symmetric and all M = N modes are kept (output Re). Parameters:
   log_dt (H,)            step, log dt ~ U[log dt_min, log dt_max]            tagged lr, wd 0
   A_real, A_imag (S, M)  raw parts, A = -f(A_real) + i g(A_imag)             tagged lr, wd 0
   B (S, M, 2)            complex as (re, im); buffer if not trainable_B      tagged lr, wd 0
@@ -21,6 +22,7 @@ from .base import SSMCore, register
 from .discretize import discretize, dss_scale
 from .init import diagonal_init
 from .kernel import vandermonde
+from .ptd import ptd_init
 from .transforms import inverse, transform
 
 
@@ -59,13 +61,16 @@ class DiagonalSSM(SSMCore):
         a_im = inverse(A.imag, imag_transform, "imaginary parts Im(A)")
         log_dt = torch.rand(n_dir * H, generator=torch.Generator().manual_seed(int(rng.integers(2**62)))) \
             * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (dH)
-        M = N // 2
+        self.conj = init != "ptd"
+        M = A.shape[-1]
         register(self, "log_dt", log_dt.reshape(n_dir, H), lr=lr)  # (d H)
         register(self, "A_real", torch.tensor(a_re, dtype=torch.float32).reshape(n_dir, S, M), lr=lr)  # (d S M)
         register(self, "A_imag", torch.tensor(a_im, dtype=torch.float32).reshape(n_dir, S, M), lr=lr)  # (d S M)
         B_t = torch.view_as_real(torch.tensor(B, dtype=torch.complex64)).reshape(n_dir, S, M, 2)
         register(self, "B", B_t, trainable=trainable_B, lr=lr)  # (d S M 2)
         C_t = torch.randn(n_dir, channels, H, M, dtype=torch.complex64)  # (d C H M)
+        if not self.conj:  # PTD: C~ = C V
+            C_t = C_t @ torch.tensor(ptd_init(N)["V"], dtype=torch.complex64)  # (d C H N)
         register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (d C H M 2)
         self._init_D()
 
@@ -94,7 +99,7 @@ class DiagonalSSM(SSMCore):
                 Bbar = Bbar * dss_scale(log_Abar, L)  # (H M)
             C = torch.view_as_complex(self.C[i].contiguous())  # (C H M)
             out_log.append(log_Abar)
-            out_W.append(2 * C * Bbar)  # (C H M): conjugate pair -> 2 Re
+            out_W.append((2 if self.conj else 1) * C * Bbar)  # (C H M): a conjugate pair -> 2 Re
         return torch.stack(out_log), torch.stack(out_W)  # (d H M), (d C H M)
 
     def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
@@ -110,10 +115,10 @@ class DiagonalSSM(SSMCore):
         if self.bidirectional:
             raise UserError("a bidirectional core has no recurrent view")
         dtype = torch.complex128 if self.log_dt.dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch, self.d_model, self.d_state // 2, dtype=dtype, device=self.log_dt.device)
+        return torch.zeros(batch, self.d_model, self.A_real.shape[-1], dtype=dtype, device=self.log_dt.device)
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor, rate: float = 1.0, L: int | None = None):
-        """One step: x = Abar x + Bbar u_t; y = 2 Re(C x) + D u_t.
+        """One step: x = Abar x + Bbar u_t; y = 2 Re(C x) + D u_t (Re(C x) for ptd).
 
         u_t: (B, H) -> y_t: (B, C*H); state (B, H, M) complex. ``L`` is needed for disc='dss'
         (its kernel depends on the sequence length).

@@ -1,18 +1,22 @@
 """S4D / DSS core: convolution = recurrence, kernel = brute force, inits = formulas, options."""
 import itertools
 import math
+import os
+import tempfile
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from ssm_cli.errors import UserError
-from ssm_cli.layers import CORE_OPTIONS, build
-from ssm_cli.layers.hippo import normal_part
-from ssm_cli.layers.kernel import vandermonde, vandermonde_reference
+os.environ.setdefault("SSM_PTD_CACHE", tempfile.mkdtemp(prefix="ssm-ptd-"))
 
-INITS = ("inv", "lin", "legs", "real", "rand")
+from ssm_cli.errors import UserError  # noqa: E402
+from ssm_cli.layers import CORE_OPTIONS, build  # noqa: E402
+from ssm_cli.layers.hippo import normal_part  # noqa: E402
+from ssm_cli.layers.kernel import vandermonde, vandermonde_reference  # noqa: E402
+
+INITS = ("inv", "lin", "legs", "real", "rand", "ptd")
 DISCS = ("zoh", "bilinear", "dss")
 TRANSFORMS = ("exp", "relu", "sigmoid", "softplus", "none")
 
@@ -30,7 +34,7 @@ def _run_recurrent(core, u, **kw):
 def test_convolution_equals_recurrence(init, disc, rt):
     torch.manual_seed(0)
     kw = dict(init=init, disc=disc, real_transform=rt, seed=1, dt_min=0.01, dt_max=0.5)
-    if init == "real" and rt == "sigmoid":  # sigmoid cannot represent real parts below -1
+    if init in ("real", "ptd") and rt == "sigmoid":  # sigmoid cannot represent real parts below -1
         with pytest.raises(UserError, match="sigmoid"):
             build("s4d", 3, 8, **kw)
         return
@@ -243,7 +247,7 @@ def test_n_ssm_shares_A_B():
 
 
 def test_build_rejects_bad_options():
-    with pytest.raises(UserError, match="unknown init 'foo'; valid: inv, lin, legs, real, rand"):
+    with pytest.raises(UserError, match="unknown init 'foo'; valid: inv, lin, legs, real, rand, ptd"):
         build("s4d", 4, 8, init="foo")
     with pytest.raises(UserError, match="unknown option 'nope'"):
         build("s4d", 4, 8, nope=1)
