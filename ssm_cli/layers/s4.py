@@ -3,12 +3,13 @@
 State: the N-dimensional HiPPO system (LegS, LegT or FouT) in the eigenbasis of its normal part,
 stored as M = N/2 modes plus their conjugates:
     A = diag(Lambda) - P P^*   (full: Lambda_f = [Lambda, conj Lambda], P_f = [P, conj P], rank r)
-Bilinear discretisation. Parameters (d = 2 if bidirectional, S = n_ssm copies, C = channels):
-  log_dt (d, H)          tagged lr, wd 0
-  A_real, A_imag (d,S,M) Lambda = -f(A_real) + i A_imag                     tagged lr, wd 0
-  P (d, r, S, M, 2)      low-rank factor                                     tagged lr, wd 0
-  B (d, S, M, 2)         buffer if not trainable_B                           tagged lr, wd 0
-  C (d, C, H, M, 2)      trained as C~ = C (I - Abar^L) (the S4 paper's choice: the kernel of length
+Bilinear discretisation. Parameters (S = n_ssm copies, C = channels, d = 2 if bidirectional):
+  log_dt (H,)            tagged lr, wd 0
+  A_real, A_imag (S, M)  Lambda = -f(A_real) + i A_imag                      tagged lr, wd 0
+  P (r, S, M, 2)         low-rank factor                                     tagged lr, wd 0
+  B (S, M, 2)            buffer if not trainable_B                           tagged lr, wd 0
+  C (dC, H, M, 2)        forward (and backward) C, sharing dt, A, B; trained as
+                         C~ = C (I - Abar^L) (the S4 paper's choice: the kernel of length
                          L needs no power of Abar); global lr unless lr_C is set
   D (C, H)
 
@@ -58,45 +59,38 @@ class DPLRSSM(SSMCore):
         lam, P, B, _ = nplr(init, N)  # (M), (r M), (M)
         self.rank = P.shape[0]
         a_re = inverse(-np.minimum(lam.real, -1e-4), real_transform, "real parts -Re(Lambda)")
-        rep = (d, S, 1)
-        log_dt = torch.rand(d, H, generator=gen) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        register(self, "log_dt", log_dt, lr=lr)  # (d H)
-        register(self, "A_real", torch.tensor(a_re, dtype=torch.float32).repeat(*rep), lr=lr)  # (d S M)
-        register(self, "A_imag", torch.tensor(lam.imag, dtype=torch.float32).repeat(*rep), lr=lr)  # (d S M)
+        log_dt = torch.rand(H, generator=gen) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        register(self, "log_dt", log_dt, lr=lr)  # (H)
+        register(self, "A_real", torch.tensor(a_re, dtype=torch.float32).repeat(S, 1), lr=lr)  # (S M)
+        register(self, "A_imag", torch.tensor(lam.imag, dtype=torch.float32).repeat(S, 1), lr=lr)  # (S M)
         P_t = torch.view_as_real(torch.tensor(P, dtype=torch.complex64))  # (r M 2)
-        register(self, "P", P_t[None, :, None].repeat(d, 1, S, 1, 1).contiguous(), lr=lr)  # (d r S M 2)
+        register(self, "P", P_t[:, None].repeat(1, S, 1, 1).contiguous(), lr=lr)  # (r S M 2)
         B_t = torch.view_as_real(torch.tensor(B, dtype=torch.complex64))  # (M 2)
-        register(self, "B", B_t.repeat(d, S, 1, 1), trainable=trainable_B, lr=lr)  # (d S M 2)
-        C_t = torch.randn(d, channels, H, M, dtype=torch.complex64, generator=gen)  # (d C H M)
-        register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (d C H M 2)
+        register(self, "B", B_t.repeat(S, 1, 1), trainable=trainable_B, lr=lr)  # (S M 2)
+        C_t = torch.randn(d * channels, H, M, dtype=torch.complex64, generator=gen)  # (dC H M)
+        register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (dC H M 2)
         self._init_D()
 
     # ---- parameters in the full (N-mode) eigenbasis ----------------------------------------
     def eigenvalues(self) -> torch.Tensor:
-        """Lambda, the diagonal part (S, M) complex, or (2, S, M) if bidirectional."""
-        lam = torch.complex(-transform(self.A_real, self.real_transform), self.A_imag)  # (d S M)
-        return lam if self.bidirectional else lam[0]
+        """Lambda, the diagonal part: (S, M) complex."""
+        return torch.complex(-transform(self.A_real, self.real_transform), self.A_imag)  # (S M)
 
-    def _full(self, i: int):
-        """Direction i: Lambda (H, N), P (r, H, N), B (H, N), C~ (C, H, N), with conjugate halves appended."""
+    def _full(self):
+        """Lambda (H, N), P (r, H, N), B (H, N), C~ (dC, H, N), with the conjugate halves appended."""
         reps = self.d_model // self.n_ssm
-        lam = torch.complex(-transform(self.A_real[i], self.real_transform), self.A_imag[i])  # (S M)
-        P = torch.view_as_complex(self.P[i].contiguous())  # (r S M)
-        B = torch.view_as_complex(self.B[i].contiguous())  # (S M)
-        C = torch.view_as_complex(self.C[i].contiguous())  # (C H M)
+        lam = self.eigenvalues()  # (S M)
+        P = torch.view_as_complex(self.P.contiguous())  # (r S M)
+        B = torch.view_as_complex(self.B.contiguous())  # (S M)
+        C = torch.view_as_complex(self.C.contiguous())  # (dC H M)
         both = lambda x: torch.cat([x, x.conj()], -1)  # noqa: E731
         return (both(lam).repeat(reps, 1), both(P).repeat(1, reps, 1),  # (H N), (r H N)
-                both(B).repeat(reps, 1), both(C))  # (H N), (C H N)
+                both(B).repeat(reps, 1), both(C))  # (H N), (dC H N)
 
     def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
-        """Real kernel (C, H, L), or (2, C, H, L) if bidirectional."""
-        d = 2 if self.bidirectional else 1
-        k = torch.stack([self._kernel_one(i, L, rate) for i in range(d)])  # (d C H L)
-        return k if self.bidirectional else k[0]
-
-    def _kernel_one(self, i: int, L: int, rate: float) -> torch.Tensor:
-        lam, P, B, C = self._full(i)  # (H N), (r H N), (H N), (C H N)
-        dt = torch.exp(self.log_dt[i]) * rate  # (H)
+        """Real kernel (C, H, L), or (2, C, H, L) = (forward, backward) if bidirectional."""
+        lam, P, B, C = self._full()  # (H N), (r H N), (H N), (dC H N)
+        dt = torch.exp(self.log_dt) * rate  # (H)
         cdt = lam.dtype
         k = torch.arange(L // 2 + 1, dtype=torch.float64, device=lam.device)
         w = torch.exp(-2j * math.pi * k / L).to(cdt)  # (K) roots of unity
@@ -126,19 +120,20 @@ class DPLRSSM(SSMCore):
         else:
             sol = torch.linalg.solve(M.permute(2, 3, 0, 1), k_PB.permute(1, 2, 0)[..., None])[..., 0]  # (H K r)
             corr = torch.einsum("cjhk,hkj->chk", k_CP, sol)  # (C H K)
-        khat = 2 * (k_CB - b * corr)  # (C H K)
-        return torch.fft.irfft(khat, n=L)  # (C H L)
+        khat = 2 * (k_CB - b * corr)  # (dC H K)
+        k = torch.fft.irfft(khat, n=L)  # (dC H L)
+        return k.reshape(2, self.channels, *k.shape[1:]) if self.bidirectional else k
 
     # ---- dense views: reference kernel and recurrence ----------------------------------------
-    def dense(self, i: int = 0, L: int | None = None, rate: float = 1.0):
-        """Dense bilinear system of direction i: (Abar (H, N, N), Bbar (H, N), C (C, H, N)).
+    def dense(self, L: int | None = None, rate: float = 1.0):
+        """Dense bilinear system: (Abar (H, N, N), Bbar (H, N), C (dC, H, N)).
 
         With L, C = C~ (I - Abar^L)^-1 (the C whose length-L kernel the convolution uses);
         without L, C~ itself.
         """
-        lam, P, B, C = self._full(i)
+        lam, P, B, C = self._full()
         A = torch.diag_embed(lam) - torch.einsum("rhi,rhj->hij", P, P.conj())  # (H N N)
-        dt = (torch.exp(self.log_dt[i]) * rate).to(A.dtype)[:, None, None]  # (H 1 1)
+        dt = (torch.exp(self.log_dt) * rate).to(A.dtype)[:, None, None]  # (H 1 1)
         I = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
         left = I - dt / 2 * A  # (H N N)
         Abar = torch.linalg.solve(left, I + dt / 2 * A)  # (H N N)
@@ -150,7 +145,9 @@ class DPLRSSM(SSMCore):
 
     def kernel_reference(self, L: int, rate: float = 1.0) -> torch.Tensor:
         """Slow dense kernel K_l = Re(C Abar^l Bbar), l < L, unidirectional: (C, H, L)."""
-        Abar, Bbar, C = self.dense(0, L, rate)
+        if self.bidirectional:
+            raise UserError("kernel_reference is for unidirectional cores")
+        Abar, Bbar, C = self.dense(L, rate)
         x, out = Bbar, []
         for _ in range(L):
             out.append(torch.einsum("chn,hn->ch", C, x).real)  # (C H)
@@ -175,7 +172,7 @@ class DPLRSSM(SSMCore):
             raise UserError("a bidirectional core has no recurrent view")
         if L is None:
             raise UserError("the S4 core stores C~ = C (I - Abar^L): pass L to step")
-        Abar, Bbar, C = self.dense(0, L, rate)
+        Abar, Bbar, C = self.dense(L, rate)
         state = torch.einsum("hij,bhj->bhi", Abar, state) + Bbar * u_t[..., None].to(state.dtype)  # (B H N)
         y = torch.einsum("chn,bhn->bch", C, state).real + self.D[None] * u_t[:, None]  # (B C H)
         return y.reshape(u_t.shape[0], -1).to(u_t.dtype), state

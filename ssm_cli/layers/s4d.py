@@ -5,7 +5,8 @@ spectrum is not conjugate-symmetric and all M = N modes are kept (output Re). Pa
   log_dt (H,)            step, log dt ~ U[log dt_min, log dt_max]            tagged lr, wd 0
   A_real, A_imag (S, M)  raw parts, A = -f(A_real) + i g(A_imag)             tagged lr, wd 0
   B (S, M, 2)            complex as (re, im); buffer if not trainable_B      tagged lr, wd 0
-  C (C, H, M, 2)         complex normal (variance 1 total); global lr unless lr_C is set
+  C (dC, H, M, 2)        complex normal (variance 1 total); d = 2 if bidirectional (forward
+                         and backward C; dt, A, B are shared); global lr unless lr_C is set
   D (C, H)               skip, standard normal; global lr and wd
 S = n_ssm copies of (A, B); channel h uses copy h % S (H must be divisible by S).
 """
@@ -50,8 +51,8 @@ class DiagonalSSM(SSMCore):
         rng = np.random.default_rng(seed) if seed is not None else np.random.default_rng(
             int(torch.randint(0, 2**62, (1,)).item()))
         n_dir = 2 if bidirectional else 1
-        A, B = diagonal_init(init, N, S * n_dir, real_random=real_random, imag_random=imag_random,
-                             real_scale=real_scale, imag_scale=imag_scale, rng=rng)  # (dS M)
+        A, B = diagonal_init(init, N, S, real_random=real_random, imag_random=imag_random,
+                             real_scale=real_scale, imag_scale=imag_scale, rng=rng)  # (S M)
         if B_init == "ones" or (B_init == "auto" and B is None):
             B = np.ones_like(A)
         elif B_init == "random":
@@ -59,55 +60,49 @@ class DiagonalSSM(SSMCore):
         re = np.minimum(A.real, -1e-4)  # A's real part must stay strictly negative
         a_re = inverse(-re, real_transform, "real parts -Re(A)")
         a_im = inverse(A.imag, imag_transform, "imaginary parts Im(A)")
-        log_dt = torch.rand(n_dir * H, generator=torch.Generator().manual_seed(int(rng.integers(2**62)))) \
-            * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (dH)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        log_dt = torch.rand(H, generator=gen) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H)
         self.conj = init != "ptd"
         M = A.shape[-1]
-        register(self, "log_dt", log_dt.reshape(n_dir, H), lr=lr)  # (d H)
-        register(self, "A_real", torch.tensor(a_re, dtype=torch.float32).reshape(n_dir, S, M), lr=lr)  # (d S M)
-        register(self, "A_imag", torch.tensor(a_im, dtype=torch.float32).reshape(n_dir, S, M), lr=lr)  # (d S M)
-        B_t = torch.view_as_real(torch.tensor(B, dtype=torch.complex64)).reshape(n_dir, S, M, 2)
-        register(self, "B", B_t, trainable=trainable_B, lr=lr)  # (d S M 2)
-        C_t = torch.randn(n_dir, channels, H, M, dtype=torch.complex64)  # (d C H M)
+        register(self, "log_dt", log_dt, lr=lr)  # (H)
+        register(self, "A_real", torch.tensor(a_re, dtype=torch.float32), lr=lr)  # (S M)
+        register(self, "A_imag", torch.tensor(a_im, dtype=torch.float32), lr=lr)  # (S M)
+        B_t = torch.view_as_real(torch.tensor(B, dtype=torch.complex64))  # (S M 2)
+        register(self, "B", B_t, trainable=trainable_B, lr=lr)  # (S M 2)
+        C_t = torch.randn(n_dir * channels, H, M, dtype=torch.complex64, generator=gen)  # (dC H M)
         if not self.conj:  # PTD: C~ = C V
-            C_t = C_t @ torch.tensor(ptd_init(N)["V"], dtype=torch.complex64)  # (d C H N)
-        register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (d C H M 2)
+            C_t = C_t @ torch.tensor(ptd_init(N)["V"], dtype=torch.complex64)  # (dC H N)
+        register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (dC H M 2)
         self._init_D()
 
     # ---- continuous and discrete parameters -------------------------------------------------
     def eigenvalues(self) -> torch.Tensor:
-        """Continuous-time A after the transforms: (S, M) complex, or (2, S, M) if bidirectional."""
-        A = torch.complex(-transform(self.A_real, self.real_transform),
-                          transform(self.A_imag, self.imag_transform))  # (d S M)
-        return A if self.bidirectional else A[0]
+        """Continuous-time A after the transforms: (S, M) complex."""
+        return torch.complex(-transform(self.A_real, self.real_transform),
+                             transform(self.A_imag, self.imag_transform))  # (S M)
 
     def _discrete(self, rate: float = 1.0, L: int | None = None):
-        """(log_Abar (d H M), W = C * Bbar * scale (d C H M)) for each direction d."""
-        d = 2 if self.bidirectional else 1
-        A = torch.complex(-transform(self.A_real, self.real_transform),
-                          transform(self.A_imag, self.imag_transform))  # (d S M)
+        """(log_Abar (H, M), W (dC, H, M)) with W = C * Bbar (x 2 for a conjugate pair, x the DSS scale)."""
         reps = self.d_model // self.n_ssm
-        A = A.repeat(1, reps, 1)  # (d H M), channel h uses copy h % S
-        B = torch.view_as_complex(self.B.contiguous()).repeat(1, reps, 1)  # (d H M)
-        dt = torch.exp(self.log_dt) * rate  # (d H)
-        out_log, out_W = [], []
-        for i in range(d):
-            log_Abar, Bbar = discretize(self.disc, A[i], dt[i], B[i])  # (H M), (H M)
-            if self.disc == "dss":
-                if L is None:
-                    raise UserError("disc='dss' normalises the kernel by its length: pass L")
-                Bbar = Bbar * dss_scale(log_Abar, L)  # (H M)
-            C = torch.view_as_complex(self.C[i].contiguous())  # (C H M)
-            out_log.append(log_Abar)
-            out_W.append((2 if self.conj else 1) * C * Bbar)  # (C H M): a conjugate pair -> 2 Re
-        return torch.stack(out_log), torch.stack(out_W)  # (d H M), (d C H M)
+        A = self.eigenvalues().repeat(reps, 1)  # (H M), channel h uses copy h % S
+        B = torch.view_as_complex(self.B.contiguous()).repeat(reps, 1)  # (H M)
+        dt = torch.exp(self.log_dt) * rate  # (H)
+        log_Abar, Bbar = discretize(self.disc, A, dt, B)  # (H M), (H M)
+        if self.disc == "dss":
+            if L is None:
+                raise UserError("disc='dss' normalises the kernel by its length: pass L")
+            Bbar = Bbar * dss_scale(log_Abar, L)  # (H M)
+        C = torch.view_as_complex(self.C.contiguous())  # (dC H M)
+        return log_Abar, (2 if self.conj else 1) * C * Bbar  # (H M), (dC H M)
 
     def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
-        """Real kernel: (C, H, L), or (2, C, H, L) = (forward, backward) if bidirectional."""
-        log_Abar, W = self._discrete(rate, L)  # (d H M), (d C H M)
-        k = torch.stack([vandermonde(W[i], log_Abar[i], L, self.block)
-                         for i in range(log_Abar.shape[0])])  # (d C H L)
-        return k if self.bidirectional else k[0]
+        """Real kernel: (C, H, L), or (2, C, H, L) = (forward, backward) if bidirectional.
+
+        The two directions share dt, A and B and differ in C (as in the S4 reference).
+        """
+        log_Abar, W = self._discrete(rate, L)  # (H M), (dC H M)
+        k = vandermonde(W, log_Abar, L, self.block)  # (dC H L)
+        return k.reshape(2, self.channels, *k.shape[1:]) if self.bidirectional else k
 
     # ---- recurrent view -----------------------------------------------------------------------
     def init_state(self, batch: int) -> torch.Tensor:
@@ -125,9 +120,8 @@ class DiagonalSSM(SSMCore):
         """
         if self.bidirectional:
             raise UserError("a bidirectional core has no recurrent view")
-        log_Abar, W = self._discrete(rate, L)  # (1 H M), (1 C H M)
-        Abar = torch.exp(log_Abar[0])  # (H M)
-        state = Abar * state + u_t[..., None].to(state.dtype)  # (B H M); Bbar folded into W
-        y = torch.einsum("chm,bhm->bch", W[0].to(state.dtype), state).real  # (B C H)
+        log_Abar, W = self._discrete(rate, L)  # (H M), (C H M)
+        state = torch.exp(log_Abar) * state + u_t[..., None].to(state.dtype)  # (B H M); Bbar folded into W
+        y = torch.einsum("chm,bhm->bch", W.to(state.dtype), state).real  # (B C H)
         y = y + self.D[None] * u_t[:, None, :]  # (B C H)
         return y.reshape(u_t.shape[0], -1).to(u_t.dtype), state

@@ -36,13 +36,13 @@ def test_ptd_core_equals_dense_perturbed_system():
     sol = ptd_init(N)
     assert core.eigenvalues().shape == (2, N) and core.init_state(1).shape == (1, 2, N)
     with torch.no_grad():  # float64 values back into the float32-initialised parameters
-        core.A_real.copy_(torch.tensor(-sol["Lambda"].real)[None, None])
-        core.A_imag.copy_(torch.tensor(sol["Lambda"].imag)[None, None])
-        core.B.copy_(torch.view_as_real(torch.tensor(sol["B"]))[None, None])
+        core.A_real.copy_(torch.tensor(-sol["Lambda"].real)[None])
+        core.A_imag.copy_(torch.tensor(sol["Lambda"].imag)[None])
+        core.B.copy_(torch.view_as_real(torch.tensor(sol["B"]))[None])
     c = np.random.default_rng(0).standard_normal(N) + 1j * np.random.default_rng(1).standard_normal(N)
     with torch.no_grad():
-        core.C.copy_(torch.view_as_real(torch.tensor(c @ sol["V"]))[None, None, None].expand_as(core.C))
-    dt = float(torch.exp(core.log_dt.detach()[0, 1]))
+        core.C.copy_(torch.view_as_real(torch.tensor(c @ sol["V"]))[None, None].expand_as(core.C))
+    dt = float(torch.exp(core.log_dt.detach()[1]))
     A, B = hippo("legs", N)
     aug = np.zeros((N + 1, N + 1), dtype=complex)
     aug[:N, :N], aug[:N, N] = A + sol["E"], B

@@ -44,7 +44,7 @@ def test_cauchy_woodbury_kernel_equals_dense(measure):
         torch.testing.assert_close(k, core.kernel_reference(L), rtol=1e-9, atol=1e-11)
     # the dense system of the conjugate-symmetric parameters is real: Re() drops nothing
     with torch.no_grad():
-        Abar, Bbar, C = core.dense(0, 16)
+        Abar, Bbar, C = core.dense(16)
     x = Bbar
     for _ in range(5):
         y = torch.einsum("chn,hn->ch", C, x)
@@ -58,13 +58,13 @@ def test_dense_bilinear_matches_scipy():
     core = build("s4", 1, N, init="legs", real_transform="none", seed=0).double()
     lam, P, B, V = nplr("legs", N)
     with torch.no_grad():
-        core.A_real.copy_(torch.tensor(-lam.real)[None, None])
-        core.A_imag.copy_(torch.tensor(lam.imag)[None, None])
-        core.P.copy_(torch.view_as_real(torch.tensor(P))[None, :, None])
-        core.B.copy_(torch.view_as_real(torch.tensor(B))[None, None])
+        core.A_real.copy_(torch.tensor(-lam.real)[None])
+        core.A_imag.copy_(torch.tensor(lam.imag)[None])
+        core.P.copy_(torch.view_as_real(torch.tensor(P))[:, None])
+        core.B.copy_(torch.view_as_real(torch.tensor(B))[None])
     with torch.no_grad():
-        Abar, Bbar, _ = core.dense(0)
-    dt = float(torch.exp(core.log_dt.detach()[0, 0]))
+        Abar, Bbar, _ = core.dense()
+    dt = float(torch.exp(core.log_dt.detach()[0]))
     A_h, B_h = hippo("legs", N)
     I = np.eye(N)
     Abar_h = scipy.linalg.solve(I - dt / 2 * A_h, I + dt / 2 * A_h)

@@ -62,9 +62,9 @@ def _brute_force_kernel(core, L, rate=1.0):
     """Independent numpy kernel: Abar, Bbar of each mode from scipy expm (ZOH) or the bilinear formula."""
     A = core.eigenvalues().detach().numpy().astype(np.complex128)  # (S M)
     S = A.shape[0]
-    B = torch.view_as_complex(core.B.detach()[0].contiguous()).numpy().astype(np.complex128)  # (S M)
-    C = torch.view_as_complex(core.C.detach()[0].contiguous()).numpy().astype(np.complex128)  # (C H M)
-    dt = np.exp(core.log_dt.detach().numpy()[0].astype(np.float64)) * rate  # (H)
+    B = torch.view_as_complex(core.B.detach().contiguous()).numpy().astype(np.complex128)  # (S M)
+    C = torch.view_as_complex(core.C.detach().contiguous()).numpy().astype(np.complex128)  # (C H M)
+    dt = np.exp(core.log_dt.detach().numpy().astype(np.float64)) * rate  # (H)
     Cn, H, M = C.shape
     K = np.zeros((Cn, H, L))
     for h in range(H):
@@ -109,8 +109,7 @@ def test_dss_softmax_kernel_sums_to_CB():
     core = build("dss", 2, 8, seed=0).double()
     L = 64
     K = core.kernel(L)  # (1 H L)
-    W = core._discrete(1.0, L)[1][0]  # (C H M) = 2 C Bbar / sum_l Abar^l
-    log_Abar = core._discrete(1.0, L)[0][0]
+    log_Abar, W = core._discrete(1.0, L)  # (H M), (C H M) with W = 2 C Bbar / sum_l Abar^l
     geo = torch.expm1(log_Abar * L) / torch.expm1(log_Abar)
     torch.testing.assert_close(K.sum(-1), (W * geo).sum(-1).real)
     assert build("dss", 2, 8, variant="exp").disc == "zoh"
@@ -153,11 +152,11 @@ def test_legs_diagonal_system_equals_dense_normal_part():
     lam, _, Bt, V = nplr("legs", N)
     c = np.random.default_rng(0).standard_normal(N)  # real output row of the dense system
     with torch.no_grad():  # parameters were stored in float32: put the float64 values back
-        core.A_real.copy_(torch.tensor(-lam.real)[None, None])
-        core.A_imag.copy_(torch.tensor(lam.imag)[None, None])
-        core.B.copy_(torch.view_as_real(torch.tensor(Bt))[None, None])
-        core.C.copy_(torch.view_as_real(torch.tensor(c @ V))[None, None, None])
-    dt = float(torch.exp(core.log_dt.detach()[0, 0]))
+        core.A_real.copy_(torch.tensor(-lam.real)[None])
+        core.A_imag.copy_(torch.tensor(lam.imag)[None])
+        core.B.copy_(torch.view_as_real(torch.tensor(Bt))[None])
+        core.C.copy_(torch.view_as_real(torch.tensor(c @ V))[None, None])
+    dt = float(torch.exp(core.log_dt.detach()[0]))
     S, Bh = normal_part("legs", N), np.sqrt(2 * np.arange(N) + 1.0)
     aug = np.zeros((N + 1, N + 1))
     aug[:N, :N], aug[:N, N] = S, Bh
@@ -241,7 +240,7 @@ def test_frozen_B_has_no_gradient():
 
 def test_n_ssm_shares_A_B():
     core = build("s4d", 6, 8, n_ssm=2, seed=0)
-    assert core.A_real.shape == (1, 2, 4) and core.eigenvalues().shape == (2, 4)
+    assert core.A_real.shape == (2, 4) and core.eigenvalues().shape == (2, 4)
     with pytest.raises(UserError, match="divide"):
         build("s4d", 6, 8, n_ssm=4)
 
