@@ -124,35 +124,48 @@ class _Scene:
         self.n = m
 
     def distances(self, a: np.ndarray, b: np.ndarray, sel: np.ndarray) -> np.ndarray:
-        """Distance (up to a quarter pixel) from segment a-b to the selected items, less their radius."""
-        qa, qb = self.a[: self.n][sel], self.b[: self.n][sel]
-        pts = a + self._t * (b - a)  # (k, 1, 2)
-        d1 = _point_seg_dist(pts, qa, qb).min(0)  # (K,)
-        d2 = _point_seg_dist(np.stack([qa, qb]), a, b).min(0)
+        """Distances (up to a quarter pixel) from candidate segments a-b ((T, 2) each) to the
+        selected placed items, less their radius: (T, K)."""
+        qa, qb = self.a[: self.n][sel], self.b[: self.n][sel]  # (K, 2)
+        pts = a[:, None, None, :] + self._t[None] * (b - a)[:, None, None, :]  # (T, k, 1, 2)
+        d1 = _point_seg_dist(pts, qa, qb).min(1)  # (T, K)
+        ends = np.stack([qa, qb])[None]  # (1, 2, K, 2)
+        d2 = _point_seg_dist(ends, a[:, None, None, :], b[:, None, None, :]).min(1)  # (T, K)
         return np.minimum(d1, d2) - self.radius[: self.n][sel]
 
-    def fits(self, a: np.ndarray, b: np.ndarray, owner: int, index: int) -> bool:
+    def fits(self, a: np.ndarray, b: np.ndarray, owner: int, index: int) -> np.ndarray:
+        """Which candidate paddles a-b ((T, 2) each) of snake ``owner`` at position ``index`` fit
+        inside the padded image with clearance from everything else: (T,) bool."""
         lo, hi = self.p.padding, self.p.size - self.p.padding
-        if min(a.min(), b.min()) < lo or max(a.max(), b.max()) > hi:
-            return False
-        if self.n == 0:
-            return True
+        ok = (np.minimum(a, b).min(1) >= lo) & (np.maximum(a, b).max(1) <= hi)
+        if self.n == 0 or not ok.any():
+            return ok
         # a paddle may touch its own predecessor only
         sel = ~((self.owner[: self.n] == owner) & (self.index[: self.n] >= index - 1))
-        return not sel.any() or bool((self.distances(a, b, sel) >= self.clear).all())
+        # items far from every candidate cannot be within the clearance (speed only): candidates
+        # lie within margin + paddle_length of a[0]'s origin, items within paddle_length of their ends
+        reach = 2 * self.p.paddle_length + 2 * self.margin + self.clear + self.p.marker_radius + 1.0
+        centre = a.mean(0)
+        sel &= np.abs(self.a[: self.n] - centre).max(1) < reach
+        if not sel.any():
+            return ok
+        return ok & (self.distances(a, b, sel) >= self.clear).all(1)
 
 
-def _direction(theta: float) -> np.ndarray:
-    return np.array([math.cos(theta), math.sin(theta)])
+def _direction(theta):
+    """Unit vector(s) of heading(s) theta: (..., 2)."""
+    return np.stack([np.cos(theta), np.sin(theta)], axis=-1)
 
 
-def _turn(rng: np.random.Generator, continuity: float) -> float:
-    """Heading change with density cos(continuity * delta)^2 on |delta| < pi / (2 continuity)."""
+def _turns(rng: np.random.Generator, continuity: float, n: int) -> np.ndarray:
+    """``n`` heading changes with density cos(continuity * delta)^2 on |delta| < pi / (2 continuity)
+    (rejection sampling; the acceptance rate is 1/2)."""
     half = math.pi / (2 * continuity)
-    while True:
-        delta = rng.uniform(-half, half)
-        if rng.random() < math.cos(continuity * delta) ** 2:
-            return delta
+    out = np.empty(0)
+    while len(out) < n:
+        delta = rng.uniform(-half, half, size=4 * n)
+        out = np.concatenate([out, delta[rng.random(4 * n) < np.cos(continuity * delta) ** 2]])
+    return out[:n]
 
 
 class _Snake:
@@ -171,21 +184,23 @@ class _Snake:
         return self.history[-1][1]
 
     def grow(self, scene: _Scene, rng: np.random.Generator) -> bool:
-        """Add one paddle that fits; False after ``max_paddle_trials`` failed tries."""
+        """Add one paddle: the first of ``max_paddle_trials`` sampled turns that fits, else False."""
         p = scene.p
         last_heading, end = self.history[-1]
-        for _ in range(p.max_paddle_trials):
-            if self.n == 0:
-                heading, start = last_heading, end
-            else:
-                heading = last_heading + _turn(rng, p.continuity)
-                start = end + scene.margin * _direction(heading)
-            stop = start + p.paddle_length * _direction(heading)
-            if scene.fits(start, stop, self.owner, self.n):
-                scene.add(start, stop, self.owner, self.n)
-                self.history.append((heading, stop))
-                return True
-        return False
+        if self.n == 0:  # the seed paddle's heading is given
+            headings = np.array([last_heading])
+            starts = end[None]
+        else:
+            headings = last_heading + _turns(rng, p.continuity, p.max_paddle_trials)
+            starts = end + scene.margin * _direction(headings)
+        stops = starts + p.paddle_length * _direction(headings)
+        fit = np.flatnonzero(scene.fits(starts, stops, self.owner, self.n))
+        if len(fit) == 0:
+            return False
+        j = fit[0]
+        scene.add(starts[j], stops[j], self.owner, self.n)
+        self.history.append((float(headings[j]), stops[j]))
+        return True
 
     def back_up(self, scene: _Scene, k: int) -> None:
         """Remove the last ``k`` paddles (never the seed paddle)."""
@@ -225,7 +240,7 @@ def _layout(p: PathfinderParams, label: int, rng: np.random.Generator, margin: f
     m = k if label == 1 else 1 - k
     markers = [(snakes[k].origin, k), (snakes[m].end, m)]
     for c, owner in markers:  # a marker must not touch the snake it does not belong to
-        d = scene.distances(c, c, scene.owner[: scene.n] != owner)
+        d = scene.distances(c[None], c[None], scene.owner[: scene.n] != owner)
         if (d < p.marker_radius + scene.clear).any():
             return None
     if np.hypot(*(markers[0][0] - markers[1][0])) < 2 * p.marker_radius + scene.clear:
