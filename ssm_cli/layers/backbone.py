@@ -83,7 +83,8 @@ class SequenceModel(nn.Module):
     (B, 2, L) int64 tokens with ``two_tower`` (LRA Retrieval: both documents go through the same
     encoder, the decoder sees [a, b, a*b, a-b] and is Linear(4H, H) -> GELU -> Linear(H, d_output)).
     Returns logits (B, d_output). ``rate`` scales every core's step (e.g. 2.0 for a signal sampled
-    at half the training rate).
+    at half the training rate). ``core_options`` go to ``build`` (see CORE_OPTIONS); an int
+    ``seed`` there seeds layer i with seed + i.
     """
 
     def __init__(self, d_input: int, d_output: int, *, d_model: int = 128, n_layers: int = 4, core: str = "s4d",
@@ -104,10 +105,13 @@ class SequenceModel(nn.Module):
             self.encoder = nn.Embedding(vocab_size, d_model)
         else:
             self.encoder = nn.Linear(d_input, d_model)
+        opts = dict(core_options or {})
+        seed = opts.pop("seed", None)  # an int seed: layer i gets seed + i (identical layers otherwise)
         self.blocks = nn.ModuleList(
-            Block(d_model, build(core, d_model, d_state, **(core_options or {})), norm=norm, prenorm=prenorm,
-                  dropout=dropout, tie_dropout=tie_dropout, activation=activation, final_act=final_act)
-            for _ in range(n_layers))
+            Block(d_model, build(core, d_model, d_state, seed=None if seed is None else seed + i, **opts),
+                  norm=norm, prenorm=prenorm, dropout=dropout, tie_dropout=tie_dropout, activation=activation,
+                  final_act=final_act)
+            for i in range(n_layers))
         self.final_norm = Norm(norm, d_model) if prenorm else nn.Identity()
         self.pool, self.two_tower = pool, two_tower
         if two_tower:

@@ -34,8 +34,11 @@ class SSMCore(nn.Module):
     channels: int
     bidirectional: bool
 
-    def _init_D(self) -> None:
-        self.D = nn.Parameter(torch.randn(self.channels, self.d_model))  # (C H)
+    def _init_D(self, generator: torch.Generator | None = None) -> None:
+        self.D = nn.Parameter(torch.randn(self.channels, self.d_model, generator=generator))  # (C H)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
     @property
     def d_output(self) -> int:

@@ -44,6 +44,7 @@ class DPLRSSM(SSMCore):
                  n_ssm: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1, lr: float = 0.001,
                  lr_C: float | None = None, seed: int | None = None):
         super().__init__()
+        self.options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         H, N = d_model, d_state
         if N % 2:
             raise UserError(f"d_state must be even for the S4 core; got {N}")
@@ -69,7 +70,7 @@ class DPLRSSM(SSMCore):
         register(self, "B", B_t.repeat(S, 1, 1), trainable=trainable_B, lr=lr)  # (S M 2)
         C_t = torch.randn(d * channels, H, M, dtype=torch.complex64, generator=gen)  # (dC H M)
         register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (dC H M 2)
-        self._init_D()
+        self._init_D(gen)
 
     # ---- parameters in the full (N-mode) eigenbasis ----------------------------------------
     def eigenvalues(self) -> torch.Tensor:

@@ -37,6 +37,7 @@ class DiagonalSSM(SSMCore):
                  channels: int = 1, n_ssm: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1,
                  lr: float = 0.001, lr_C: float | None = None, block: int | None = None, seed: int | None = None):
         super().__init__()
+        self.options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         H, N = d_model, d_state
         if N % 2:
             raise UserError(f"d_state must be even for the diagonal core (N/2 complex modes); got {N}")
@@ -73,7 +74,7 @@ class DiagonalSSM(SSMCore):
         if not self.conj:  # PTD: C~ = C V
             C_t = C_t @ torch.tensor(ptd_init(N)["V"], dtype=torch.complex64)  # (dC H N)
         register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (dC H M 2)
-        self._init_D()
+        self._init_D(gen)
 
     # ---- continuous and discrete parameters -------------------------------------------------
     def eigenvalues(self) -> torch.Tensor:
