@@ -122,3 +122,21 @@ def test_cosine_with_warmup_values():
     assert "warmup_steps=10" in repr(s) and s.describe()["total_steps"] == 110
     s2 = cosine_with_warmup(torch.optim.AdamW([p], lr=1.0), 10, 110)
     s2.load_state_dict(s.state_dict())
+
+
+def test_seeded_layers_differ_and_reproduce():
+    kw = dict(d_model=4, n_layers=2, d_state=4, core_options={"seed": 5})
+    m1, m2 = SequenceModel(2, 3, **kw), SequenceModel(2, 3, **kw)
+    assert not torch.equal(m1.blocks[0].core.C, m1.blocks[1].core.C)
+    for name in ("C", "D", "log_dt", "A_imag"):
+        assert torch.equal(getattr(m1.blocks[1].core, name), getattr(m2.blocks[1].core, name)), name
+
+
+def test_autocast_bf16_keeps_kernel_in_float32():
+    core = SequenceModel(2, 3, d_model=8, n_layers=1, d_state=4).blocks[0].core
+    u = torch.randn(2, 64, 8)
+    ref = core(u)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = core(u.bfloat16())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.05)
