@@ -44,6 +44,7 @@ LRA_RELEASE_URL = "https://storage.googleapis.com/long-range-arena/lra_release.g
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 PROCESSING_VERSION = 1
 SPLITS = ("train", "val", "test")
+RELEASE_FOLDERS = ("listops-1000", "tsv_data", "pathfinder32", "pathfinder64", "pathfinder128", "pathfinder256")
 
 LISTOPS_VOCAB = ("<pad>", "<unk>", "<eos>", *map(str, range(10)), "[MIN", "[MAX", "[MED", "[SM", "]")
 LISTOPS_EOS = 2
@@ -115,7 +116,8 @@ def ensure_lra(data_dir: Path, needed: Path, layout: str, download: bool, genera
             unpacked = download_and_unpack(LRA_RELEASE_URL, data_dir, "the LRA release")
         except UserError as e:
             raise UserError(f"{needed} not found and the download failed\n  {e}\n  {help_text}") from e
-        found = next((p.parent for p in unpacked.rglob("listops-1000")), None)
+        # the release unpacks to lra_release/ (sometimes nested twice): find the folder of the tasks
+        found = next((p.parent for p in sorted(unpacked.rglob("*")) if p.name in RELEASE_FOLDERS and p.is_dir()), None)
         if found is not None:
             (data_dir / "lra").mkdir(parents=True, exist_ok=True)
             for item in found.iterdir():

@@ -119,3 +119,22 @@ def test_examples_are_consistent_with_the_evaluator():
 
     for source, target in LISTOPS_EXAMPLES:
         assert evaluate(parse(source)) == target
+
+
+def test_download_unpacks_the_release(tmp_path, monkeypatch):
+    """A (local, file://) release tarball with the doubly nested lra_release/ folder is unpacked
+    into data_dir/lra/ and then loaded."""
+    import tarfile
+
+    src = tmp_path / "src"
+    rows = write_listops(src / "lra_release" / "lra_release", counts=(4, 2, 2))
+    (src / "lra_release" / "lra_release" / "lra" / "listops-1000").rename(src / "lra_release" / "lra_release" / "listops-1000")
+    archive = tmp_path / "lra_release.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "lra_release", arcname="lra_release")
+    monkeypatch.setattr(lra, "LRA_RELEASE_URL", archive.as_uri())
+    data_dir = tmp_path / "data"
+    b = load_dataset("listops", data_dir)
+    assert (data_dir / "lra" / "listops-1000" / "basic_train.tsv").is_file()
+    assert len(b.train) == 4 and int(b.train[1][1]) == rows["train"][1][1]
+    assert sorted(p.name for p in data_dir.iterdir()) == ["lra"]  # no download leftovers

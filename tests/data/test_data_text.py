@@ -81,3 +81,16 @@ def test_cache_rebuilt_when_a_review_is_added(tmp_path):
     (tmp_path / "aclImdb" / "train" / "pos" / "99_9.txt").write_text("new")
     assert len(load_dataset("lra_text", tmp_path, download=False).train) == 5
     assert [p.name for p in cache.iterdir()] != before
+
+
+def test_download_unpacks_aclimdb(tmp_path, monkeypatch):
+    import tarfile
+
+    raw = write_imdb(tmp_path / "src", per_class=2)
+    archive = tmp_path / "aclImdb_v1.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "aclImdb", arcname="aclImdb")
+    monkeypatch.setattr(lra, "IMDB_URL", archive.as_uri())
+    b = load_dataset("lra_text", tmp_path / "data")
+    assert len(b.train) == 4 and b.train[0][0][:5].tolist() == [c + 2 for c in raw["train"][0][0][:5]]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["aclImdb"]
