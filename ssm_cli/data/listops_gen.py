@@ -17,6 +17,7 @@ expression MAX(4, 3) with a third argument 2 is ``( ( ( ( [MAX 4 ) 3 ) 2 ) ] )``
 from __future__ import annotations
 
 import csv
+import hashlib
 import random
 from pathlib import Path
 from typing import Union
@@ -170,32 +171,33 @@ def generate(
     Deterministic given ``seed``. Keeps unique expressions with ``min_len < length < max_len``.
     """
     rnd = random.Random(seed)
-    total = n_train + n_val + n_test
-    seen: dict[str, int] = {}  # insertion-ordered: the split order is the generation order
-    bar = _progress(progress, total)
+    folder = Path(out_root) / "listops-1000"
+    folder.mkdir(parents=True, exist_ok=True)
+    seen: set[bytes] = set()  # digests of the kept expressions (the strings are ~4 kB each)
+    bar = _progress(progress, n_train + n_val + n_test)
     try:
-        while len(seen) < total:
-            s = sample(rnd, max_depth, max_args, max_len)
-            if s is None or s[2] <= min_len or s[0] in seen:
-                continue
-            seen[s[0]] = s[1]
-            if bar is not None:
-                bar[0].update(bar[1], advance=1)
+        for split, n in zip(SPLITS, (n_train, n_val, n_test)):  # streamed: train first, then val, test
+            tmp = folder / f".basic_{split}.tsv.tmp"
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f, delimiter="\t")
+                w.writerow(["Source", "Target"])
+                kept = 0
+                while kept < n:
+                    s = sample(rnd, max_depth, max_args, max_len)
+                    if s is None or s[2] <= min_len:
+                        continue
+                    digest = hashlib.blake2b(s[0].encode(), digest_size=16).digest()
+                    if digest in seen:
+                        continue
+                    seen.add(digest)
+                    w.writerow(s[:2])
+                    kept += 1
+                    if bar is not None:
+                        bar[0].update(bar[1], advance=1)
+            tmp.replace(folder / f"basic_{split}.tsv")
     finally:
         if bar is not None:
             bar[0].stop()
-    rows = list(seen.items())
-    folder = Path(out_root) / "listops-1000"
-    folder.mkdir(parents=True, exist_ok=True)
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, total)}
-    for split in SPLITS:
-        lo, hi = bounds[split]
-        tmp = folder / f".basic_{split}.tsv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, delimiter="\t")
-            w.writerow(["Source", "Target"])
-            w.writerows(rows[lo:hi])
-        tmp.replace(folder / f"basic_{split}.tsv")
     return folder
 
 
