@@ -63,6 +63,8 @@ def take_options(dataset: str, options: dict, defaults: dict) -> dict:
         valid = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items())
         raise UserError(f"unknown option(s) {', '.join(unknown)} for dataset {dataset}; valid: {valid}")
     out = {**defaults, **options}
+    if "max_len" in out and isinstance(out["max_len"], int) and out["max_len"] < 2:
+        raise UserError(f"option max_len of dataset {dataset} must be at least 2, got {out['max_len']!r}")
     for k, v in out.items():
         if isinstance(defaults[k], bool) and not isinstance(v, bool):
             raise UserError(f"option {k} of dataset {dataset} must be true or false, got {v!r}")

@@ -138,3 +138,10 @@ def test_download_unpacks_the_release(tmp_path, monkeypatch):
     assert (data_dir / "lra" / "listops-1000" / "basic_train.tsv").is_file()
     assert len(b.train) == 4 and int(b.train[1][1]) == rows["train"][1][1]
     assert sorted(p.name for p in data_dir.iterdir()) == ["lra"]  # no download leftovers
+
+
+@pytest.mark.parametrize("bad", [{"max_len": 1}, {"max_len": "2048"}, {"append_eos": "yes"}])
+def test_bad_option_values(tmp_path, bad):
+    write_listops(tmp_path)
+    with pytest.raises(UserError, match=next(iter(bad))):
+        load_dataset("listops", tmp_path, download=False, **bad)
