@@ -108,6 +108,18 @@ def download_and_unpack(url: str, dest: Path, what: str, timeout: float = 30.0) 
     return work / "unpacked"
 
 
+def _release_root(unpacked: Path, max_depth: int = 4) -> Path | None:
+    """The shallowest folder under ``unpacked`` holding one of the LRA task folders (breadth
+    first: the release holds millions of Pathfinder files, never walk them)."""
+    level = [unpacked]
+    for _ in range(max_depth):
+        for d in level:
+            if any((d / name).is_dir() for name in RELEASE_FOLDERS):
+                return d
+        level = sorted(c for d in level for c in d.iterdir() if c.is_dir())
+    return None
+
+
 def ensure_lra(data_dir: Path, needed: Path, layout: str, download: bool, generator: str | None = None) -> None:
     """Make sure ``needed`` (a path inside ``data_dir/lra``) exists, downloading the release if allowed."""
     if needed.exists():
@@ -119,7 +131,7 @@ def ensure_lra(data_dir: Path, needed: Path, layout: str, download: bool, genera
         except UserError as e:
             raise UserError(f"{needed} not found and the download failed\n  {e}\n  {help_text}") from e
         # the release unpacks to lra_release/ (sometimes nested twice): find the folder of the tasks
-        found = next((p.parent for p in sorted(unpacked.rglob("*")) if p.name in RELEASE_FOLDERS and p.is_dir()), None)
+        found = _release_root(unpacked)
         if found is not None:
             (data_dir / "lra").mkdir(parents=True, exist_ok=True)
             for item in found.iterdir():
