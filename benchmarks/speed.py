@@ -27,9 +27,10 @@ variant's own parameters and optimizer state; reset between variants).
 
 Variants of ours (flags): ``--bf16`` (autocast bfloat16; our cores switch autocast off and keep the
 kernel and FFT in float32), ``--compile`` (``torch.compile`` of the model; a failure is reported,
-not fatal), both together when both are given, ``--fused`` (AdamW(fused=True)). ``--tf32`` allows
-TF32 matmuls for every variant (global switch). ``--data DIR --epochs N`` additionally trains ours
-and the reference on real sCIFAR and prints the validation accuracy per epoch side by side.
+not fatal), both together when both are given, ``--fused`` (AdamW(fused=True)), ``--block T ...``
+(our Vandermonde kernel with block length T, e.g. 1024 = one block). ``--tf32`` allows TF32 matmuls
+for every variant (global switch). ``--data DIR --epochs N`` additionally trains ours and the
+reference on real sCIFAR and prints the validation accuracy per epoch side by side.
 
 Output: a table on stdout; ``--json PATH`` writes every figure plus device and versions.
 """
@@ -61,11 +62,13 @@ MiB = 2 ** 20
 
 
 # ---- models ------------------------------------------------------------------------------------
-def build_ours(a: argparse.Namespace) -> nn.Module:
-    """Our sCIFAR ablation model (conf/model/s4d.yaml + conf/protocol/scifar.yaml)."""
+def build_ours(a: argparse.Namespace, block: int | None = None) -> nn.Module:
+    """Our sCIFAR ablation model (conf/model/s4d.yaml + conf/protocol/scifar.yaml); ``block``: the
+    Vandermonde block length (None: the kernel's automatic choice)."""
     return SequenceModel(
         a.d_input, a.classes, d_model=a.d_model, n_layers=a.n_layers, core="s4d", d_state=a.d_state,
-        core_options=dict(init="inv", disc="zoh", bidirectional=True, n_ssm=a.n_ssm or None, lr=a.ssm_lr),
+        core_options=dict(init="inv", disc="zoh", bidirectional=True, n_ssm=a.n_ssm or None, lr=a.ssm_lr,
+                          block=block),
         norm="layer", prenorm=False, dropout=a.dropout, tie_dropout=True, activation="gelu",
         final_act="identity", pool="mean")
 
@@ -151,6 +154,7 @@ class Variant:
     bf16: bool = False
     compile: bool = False
     fused: bool = False
+    block: int | None = None
     model: nn.Module | None = None
     runner: nn.Module | None = None  # model or torch.compile(model)
     opt: torch.optim.Optimizer | None = None
@@ -182,7 +186,7 @@ class Variant:
 def make_variant(v: Variant, a: argparse.Namespace, device: torch.device, s4=None) -> Variant:
     torch.manual_seed(a.seed)
     if v.impl == "ours":
-        v.model = build_ours(a).to(device)
+        v.model = build_ours(a, v.block).to(device)
         v.groups = param_groups(v.model, a.lr, a.weight_decay)
         v.groups = [{k: g[k] for k in ("params", "lr", "weight_decay")} for g in v.groups]
     else:
@@ -207,6 +211,8 @@ def variants_from_args(a: argparse.Namespace) -> list[Variant]:
         out.append(Variant("ours+compile+bf16", "ours", bf16=True, compile=True))
     if a.fused:
         out.append(Variant("ours+fused", "ours", fused=True))
+    for T in a.block or []:
+        out.append(Variant(f"ours+block{T}", "ours", block=T))
     return out
 
 
@@ -325,7 +331,7 @@ def report(variants: list[Variant], a: argparse.Namespace, device: torch.device,
     ref_sps = statistics.median(a.batch * a.steps / t for t in ref.times) if ref else None
     rows = []
     for v in variants:
-        r = {"name": v.name, "impl": v.impl, "bf16": v.bf16, "compile": v.compile, "fused": v.fused,
+        r = {"name": v.name, "impl": v.impl, "bf16": v.bf16, "compile": v.compile, "fused": v.fused, "block": v.block,
              "error": v.error, "warmup_s": round(v.warmup_s, 3)}
         if v.error is None:
             sps = [a.batch * a.steps / t for t in v.times]
@@ -387,6 +393,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="add ours under torch.compile (failure is reported)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--fused", action="store_true", help="add ours with AdamW(fused=True)")
+    p.add_argument("--block", type=int, nargs="*", default=None, metavar="T",
+                   help="add ours with Vandermonde block length T (e.g. --block 1024: one block, no J table)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (all variants, global)")
     p.add_argument("--ref-double-dropout", action="store_true",
                    help="keep the reference FFTConv's own dropout (S4Block then drops out twice)")

@@ -20,11 +20,11 @@ def run(*args, tmp_path):
 
 def test_speed_tiny_cpu_ours_only(tmp_path):
     out = tmp_path / "speed.json"
-    p = run(*TINY, "--no-reference", "--bf16", "--json", str(out), tmp_path=tmp_path)
+    p = run(*TINY, "--no-reference", "--bf16", "--block", "16", "--json", str(out), tmp_path=tmp_path)
     data = json.loads(out.read_text())
     assert data["device_type"] == "cpu" and data["torch"]
     rows = {r["name"]: r for r in data["variants"]}
-    assert set(rows) == {"ours", "ours+bf16"}
+    assert set(rows) == {"ours", "ours+bf16", "ours+block16"}
     for r in rows.values():
         assert r["error"] is None
         assert r["samples_per_s"] > 0 and len(r["samples_per_s_all"]) == 2 and r["step_ms"] > 0
