@@ -33,7 +33,8 @@ from .base import SSMCore, register
 from .hippo import nplr
 from .transforms import inverse, transform
 
-_CHUNK_ELEMS = 1 << 22  # complex entries of one (H, chunk, N) Cauchy table
+# complex entries of one (H, chunk, N) Cauchy table: small on CPU (cache, RSS), large on GPU (launches)
+_CHUNK_ELEMS = {"cpu": 1 << 20, "cuda": 1 << 23}
 
 
 class DPLRSSM(SSMCore):
@@ -95,18 +96,17 @@ class DPLRSSM(SSMCore):
         cdt = lam.dtype
         k = torch.arange(L // 2 + 1, dtype=torch.float64, device=lam.device)
         w = torch.exp(-2j * math.pi * k / L).to(cdt)  # (K) roots of unity
-        a = (2.0 / dt)[:, None] * (1 - w)  # (H K)
-        b = (1 + w)  # (K)
+        b = 1 + w  # (K)
         left = torch.cat([C, P.conj()], 0)  # (C+r H N)
         right = torch.cat([B[None], P], 0)  # (1+r H N)
         num = left[:, None] * right[None]  # (C+r 1+r H N)
         X, Y, H, N = num.shape
         num = num.reshape(X * Y, H, N).transpose(0, 1)  # (H XY N)
-        chunk = max(1, _CHUNK_ELEMS // (H * N))
+        chunk = max(1, _CHUNK_ELEMS.get(lam.device.type, 1 << 20) // (H * N))
         parts = []
-        for s in range(0, a.shape[1], chunk):
-            args = (num, a[:, s:s + chunk], b[s:s + chunk], lam)
-            if torch.is_grad_enabled() and a.shape[1] > chunk:
+        for s in range(0, w.shape[0], chunk):
+            args = (num, dt, w[s:s + chunk], lam)
+            if torch.is_grad_enabled() and w.shape[0] > chunk:
                 parts.append(checkpoint(_cauchy, *args, use_reentrant=False))
             else:
                 parts.append(_cauchy(*args))
@@ -179,7 +179,12 @@ class DPLRSSM(SSMCore):
         return y.reshape(u_t.shape[0], -1).to(u_t.dtype), state
 
 
-def _cauchy(num: torch.Tensor, a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """sum_n num[h, x, n] / (a[h, k] - b[k] lam[h, n]): (H, X, N) x (H, K) -> (H, X, K)."""
-    R = 1.0 / (a[:, :, None] - b[None, :, None] * lam[:, None, :])  # (H K N)
+def _cauchy(num: torch.Tensor, dt: torch.Tensor, w: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """sum_n num[h, x, n] / (a[h, k] - b[k] lam[h, n]) with a = (2/dt)(1 - w), b = 1 + w.
+
+    num: (H, X, N) complex, dt: (H,), w: (K,) roots of unity, lam: (H, N) -> (H, X, K) complex.
+    (a is formed here, not sliced from an (H, L/2) table, so each chunk's backward stays chunk-sized.)
+    """
+    a = (2.0 / dt)[:, None] * (1 - w)  # (H K)
+    R = 1.0 / (a[:, :, None] - (1 + w)[None, :, None] * lam[:, None, :])  # (H K N)
     return torch.matmul(num, R.transpose(1, 2))  # (H X K)

@@ -95,7 +95,7 @@ def test_s4_chunked_kernel_and_gradients():
     k_one = core.kernel(L)
     old = s4._CHUNK_ELEMS
     try:
-        s4._CHUNK_ELEMS = 4 * 8 * 100  # ~100 frequencies per chunk: many chunks, checkpointed
+        s4._CHUNK_ELEMS = {"cpu": 4 * 8 * 100}  # ~100 frequencies per chunk: many chunks, checkpointed
         k = core.kernel(L)
         torch.testing.assert_close(k, k_one, rtol=1e-5, atol=1e-6)
         k.square().sum().backward()
