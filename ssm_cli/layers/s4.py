@@ -38,7 +38,16 @@ _CHUNK_ELEMS = {"cpu": 1 << 20, "cuda": 1 << 23}
 
 
 class DPLRSSM(SSMCore):
-    """S4 core: (B, L, H) -> (B, L, C*H). Options: ``ssm_cli.layers.CORE_OPTIONS["s4"]``."""
+    """S4 core: u (B, L, H) float -> y (B, L, C*H), the linear SSM with D; no activation.
+
+    Args (all keywords; ``CORE_OPTIONS["s4"]`` holds the same table):
+        d_model: H.  d_state: N (even).  init: legs | legt | fout (default legs), the HiPPO matrix.
+        real_transform: exp | relu | sigmoid | softplus | none (default exp) for Re(Lambda)
+            (LegT/FouT have Re(Lambda) = 0, stored as -1e-4).
+        trainable_B (True), bidirectional (False), channels (1), n_ssm (None = H),
+        dt_min, dt_max (0.001, 0.1), lr (0.001: dt, Lambda, P, B with wd 0), lr_C (None = global),
+        seed (None): as for the S4D core.
+    """
 
     def __init__(self, d_model: int, d_state: int = 64, *, init: str = "legs", real_transform: str = "exp",
                  trainable_B: bool = True, bidirectional: bool = False, channels: int = 1,

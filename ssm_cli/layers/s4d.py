@@ -28,7 +28,26 @@ from .transforms import inverse, transform
 
 
 class DiagonalSSM(SSMCore):
-    """S4D core: (B, L, H) -> (B, L, C*H). See ``ssm_cli.layers.CORE_OPTIONS["s4d"]`` for the options."""
+    """S4D core: u (B, L, H) float -> y (B, L, C*H), the linear SSM with D; no activation.
+
+    Args (all keywords; ``CORE_OPTIONS["s4d"]`` holds the same table):
+        d_model: H channels.  d_state: N, the real state size (even; N/2 complex modes).
+        init: inv | lin | legs | real | rand | ptd (default inv), see init.py / ptd.py.
+        disc: zoh | bilinear | dss (default zoh); dss = ZOH with the DSS softmax normalisation
+            over the L positions (so it is not invariant under a rate change: its kernel sums to
+            the same value at every resolution).
+        real_transform, imag_transform: exp | relu | sigmoid | softplus | none
+            (defaults exp, none): A = -f(A_real) + i g(A_imag).
+        real_random, imag_random (False), real_scale, imag_scale (1.0): further init ablations.
+        trainable_B (True): False registers B as a buffer.  B_init: auto | ones | random
+            (auto: HiPPO's B projected on the eigenvectors for legs/ptd, else ones).
+        bidirectional (False): a second C for a backward-in-time kernel, summed.
+        channels (1): output copies C.  n_ssm (None = H): copies of (A, B).
+        dt_min, dt_max (0.001, 0.1): log dt ~ U[log dt_min, log dt_max].
+        lr (0.001): lr of dt, A, B (wd 0).  lr_C (None): None = C in the global group; a float
+            gives C that lr and wd 0.
+        block (None = automatic): Vandermonde block length.  seed (None): init seed.
+    """
 
     def __init__(self, d_model: int, d_state: int = 64, *, init: str = "inv", disc: str = "zoh",
                  real_transform: str = "exp", imag_transform: str = "none", real_random: bool = False,
