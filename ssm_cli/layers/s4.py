@@ -58,6 +58,8 @@ class DPLRSSM(SSMCore):
         H, N = d_model, d_state
         if N % 2:
             raise UserError(f"d_state must be even for the S4 core; got {N}")
+        if H < 1 or channels < 1:
+            raise UserError(f"d_model and channels must be >= 1; got d_model={H}, channels={channels}")
         S = H if n_ssm is None else n_ssm
         if S < 1 or H % S:
             raise UserError(f"n_ssm={n_ssm} must divide d_model={H}")

@@ -256,6 +256,10 @@ def test_build_rejects_bad_options():
         build("s4d", 4, 8, trainable_B=1)
     with pytest.raises(UserError):
         build("s4d", 4, 8, dt_min="0.1")
+    with pytest.raises(UserError, match="channels"):
+        build("s4d", 4, 8, channels=0)
+    with pytest.raises(UserError, match="d_state must be even"):
+        build("s4", 4, 7)
     with pytest.raises(UserError, match="valid: zoh, bilinear, dss"):
         build("s4d", 4, 8, disc="euler")
     for core, table in CORE_OPTIONS.items():
