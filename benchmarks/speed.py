@@ -155,6 +155,7 @@ class Variant:
     compile: bool = False
     fused: bool = False
     block: int | None = None
+    graph: bool = False  # capture the whole step in a CUDA graph (what `ssm run` does on a GPU)
     model: nn.Module | None = None
     runner: nn.Module | None = None  # model or torch.compile(model)
     opt: torch.optim.Optimizer | None = None
@@ -167,8 +168,34 @@ class Variant:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One training step; returns the loss (not synchronised)."""
+        if self.graph:
+            return self._graph_step(x, y)
+        return self._eager_step(x, y)
+
+    def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """3 eager steps on a side stream, then capture once; later steps replay."""
+        warm = getattr(self, "_warm", 0)
+        if warm < 3:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                loss = self._eager_step(x, y)
+            torch.cuda.current_stream().wait_stream(s)
+            self._warm = warm + 1
+            return loss
+        if getattr(self, "_graph", None) is None:
+            self._x, self._y = x.clone(), y.clone()
+            self._graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._graph):
+                self._loss = self._eager_step(self._x, self._y, cache=False)
+        self._x.copy_(x)
+        self._y.copy_(y)
+        self._graph.replay()
+        return self._loss
+
+    def _eager_step(self, x: torch.Tensor, y: torch.Tensor, cache: bool = True) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=True)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=cache):
             logits = self.runner(x)
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()
@@ -193,6 +220,10 @@ def make_variant(v: Variant, a: argparse.Namespace, device: torch.device, s4=Non
         v.model = RefModel(s4, a, single_dropout=not a.ref_double_dropout).to(device)
         v.groups = reference_groups(v.model, a.lr, a.weight_decay)
     kw = {"fused": True} if v.fused else {}
+    if v.graph:  # the captured AdamW step reads tensor learning rates
+        for g in v.groups:
+            g["lr"] = torch.tensor(float(g.get("lr", a.lr)), device=device)
+        kw = {"fused": True, "capturable": True}
     v.opt = torch.optim.AdamW(v.groups, lr=a.lr, weight_decay=a.weight_decay, **kw)
     v.runner = torch.compile(v.model, mode=a.compile_mode) if v.compile else v.model
     v.model.train()
@@ -211,6 +242,12 @@ def variants_from_args(a: argparse.Namespace) -> list[Variant]:
         out.append(Variant("ours+compile+bf16", "ours", bf16=True, compile=True))
     if a.fused:
         out.append(Variant("ours+fused", "ours", fused=True))
+    if a.graph:
+        out.append(Variant("ours+graph", "ours", graph=True))
+        if a.bf16:
+            out.append(Variant("ours+graph+bf16", "ours", graph=True, bf16=True))
+        if not a.no_reference:
+            out.append(Variant("reference+graph", "reference", graph=True))
     for T in a.block or []:
         out.append(Variant(f"ours+block{T}", "ours", block=T))
     return out
@@ -285,7 +322,8 @@ def train_on_data(variants: list[Variant], a: argparse.Namespace, device: torch.
         xs, ys = xs[:a.train_limit], ys[:a.train_limit]
     xs, ys, xv, yv = xs.to(device), ys.to(device), xv.to(device), yv.to(device)
     steps_per_epoch = math.ceil(len(xs) / a.batch)
-    pairs = [Variant("ours" + ("+bf16" if a.bf16 else ""), "ours", bf16=a.bf16)]
+    graph = a.graph and device.type == "cuda"
+    pairs = [Variant("ours" + ("+graph" if graph else "") + ("+bf16" if a.bf16 else ""), "ours", bf16=a.bf16, graph=graph)]
     if not a.no_reference:
         pairs.append(Variant("reference", "reference"))
     s4 = load_reference(a.reference) if not a.no_reference else None
@@ -393,6 +431,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="add ours under torch.compile (failure is reported)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--fused", action="store_true", help="add ours with AdamW(fused=True)")
+    p.add_argument("--graph", action="store_true",
+                   help="add ours (and the reference) with the whole step captured in a CUDA graph (CUDA only)")
     p.add_argument("--block", type=int, nargs="*", default=None, metavar="T",
                    help="add ours with Vandermonde block length T (e.g. --block 1024: one block, no J table)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (all variants, global)")

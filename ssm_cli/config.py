@@ -21,7 +21,8 @@ CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parents[1] /
 
 # Keys that describe where/how a run executes, not what it computes: left out of the config hash.
 HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name", "run",
-                 "trainer.progress", "trainer.num_workers", "trainer.data_on_device")
+                 "trainer.progress", "trainer.num_workers", "trainer.data_on_device",
+                 "trainer.cuda_graphs")
 
 # Value checks for keys outside the model (the model's keys are checked by ssm_cli.layers).
 CHOICES = {
@@ -29,6 +30,8 @@ CHOICES = {
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed"),
     "trainer.data_on_device": ("auto", True, False),
     "optimizer.name": ("adamw",),
+    "trainer.cuda_graphs": (True, False),
+    "trainer.matmul_precision": ("highest", "high", "medium"),
     "scheduler.name": ("cosine", "step", "constant"),
     "launcher.name": ("serial", "local"),
 }

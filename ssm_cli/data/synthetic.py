@@ -27,8 +27,8 @@ CLASS_FREQUENCIES: list[tuple[int, int]] = [
 ]
 DISTRACTOR_FREQUENCIES: list[tuple[int, int]] = [(5, 0), (0, 5), (4, 4), (5, -3)]
 
-OPTIONS = {"n_train": 5000, "n_val": 1000, "n_test": 1000, "side": 32, "n_classes": 10,
-           "noise": 1.0, "distractor": 0.5, "seed": 0}
+OPTIONS = {"n_train": 4000, "n_val": 1000, "n_test": 1000, "side": 32, "n_classes": 10,
+           "noise": 3.0, "distractor": 0.5, "seed": 0}
 
 
 def make_split(n: int, side: int, n_classes: int, noise: float, distractor: float,

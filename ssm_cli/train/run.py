@@ -104,6 +104,7 @@ def _fit(cfg: DictConfig, run_dir: Path, record: dict, progress: bool | None) ->
         seed = int(cfg.run.seed)
         pl.seed_everything(seed, workers=True, verbose=False)
         tc = cfg.trainer
+        torch.set_float32_matmul_precision(tc.matmul_precision)
         data = load_dataset(cfg.dataset.name, cfg.data_dir, **OmegaConf.to_container(cfg.dataset.options, resolve=True))
         device = resolve_device(cfg)
         on_device = tc.data_on_device
