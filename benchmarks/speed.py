@@ -289,11 +289,16 @@ def benchmark(variants: list[Variant], a: argparse.Namespace, device: torch.devi
     for v in variants:
         try:
             sync(device)
+            if device.type == "cuda":  # a CUDA graph allocates its memory pool once, at capture
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
             t0 = time.perf_counter()
             for _ in range(a.warmup):
                 v.step(x, y)
             sync(device)
             v.warmup_s = time.perf_counter() - t0
+            if device.type == "cuda":
+                v.peaks.append(torch.cuda.max_memory_allocated(device) - base + v.static_bytes())
         except Exception as err:  # e.g. torch.compile failing on complex ops: report, go on
             v.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
             if a.verbose:

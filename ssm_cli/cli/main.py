@@ -27,13 +27,15 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and where each run will write; run nothing."),
     cfg: bool = typer.Option(False, "--cfg", help="Print the composed config and exit."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun failed and diverged runs too."),
+    no_reuse: bool = typer.Option(False, "--no-reuse", help="Run a variant even if an identical completed run (same config hash and seed) exists under out_dir in another ablation."),
 ) -> None:
     """Run one config, or an ablation grid (variants × seeds) with ablation=NAME. Completed runs are
     skipped and interrupted ones resume, so rerunning a command finishes its grid."""
     from ssm_cli.cli.run_cmd import run_command
 
     try:
-        code = run_command(list(overrides or []), dry_run=dry_run, show_cfg=cfg, retry_failed=retry_failed)
+        code = run_command(list(overrides or []), dry_run=dry_run, show_cfg=cfg, retry_failed=retry_failed,
+                           reuse_identical=not no_reuse)
     except UserError as e:
         fail(e)
     raise typer.Exit(code)

@@ -7,7 +7,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ssm_cli.errors import UserError
-from ssm_cli.train.grid import plan, run_local, run_serial, todo
+from ssm_cli.train.grid import find_identical, plan, reuse, run_local, run_serial, todo
 
 console = Console()
 STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow", "new": ""}
@@ -23,7 +23,7 @@ def show_plan(runs) -> None:
     console.print(t)
 
 
-def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_failed: bool) -> int:
+def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_failed: bool, reuse_identical: bool = True) -> int:
     runs = plan(overrides)
     if show_cfg:
         cfg = runs[0].cfg
@@ -33,10 +33,18 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
         show_plan(runs)
         return 0
     work = todo(runs, retry_failed)
+    reused = 0
+    if reuse_identical:
+        for r in list(work):
+            source = find_identical(r) if r.status == "new" else None
+            if source is not None:
+                reuse(r, source)
+                work.remove(r)
+                reused += 1
     skipped = len(runs) - len(work)
     first = runs[0].cfg
     console.print(f"[bold]{runs[0].ablation}[/] on [bold]{first.dataset.name}[/] (preset {first.preset.name}): "
-                  f"{len(runs)} run(s), {skipped} already done or skipped, {len(work)} to run "
+                  f"{len(runs)} run(s), {skipped} already done or skipped ({reused} reused from identical runs), {len(work)} to run "
                   f"→ {first.out_dir}", highlight=False)
     outcomes: dict[str, int] = {}
     with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

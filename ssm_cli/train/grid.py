@@ -93,6 +93,35 @@ def prepare(run: PlannedRun) -> None:
         os.replace(tmp, path)
 
 
+def find_identical(run: PlannedRun) -> Path | None:
+    """A completed run elsewhere under out_dir that computed exactly this (same config hash, seed).
+
+    Ablations share their baseline (e.g. S4D-Inv + ZOH + trainable B + exp is a variant of every
+    ablation); the hash covers everything a run computes and nothing of where it is filed.
+    """
+    pattern = f"*/{run.dataset}/*/{run.run_dir.name}/record.json"
+    for path in sorted(Path(run.cfg.out_dir).glob(pattern)):
+        record = read_record(path.parent)
+        if path.parent != run.run_dir and record and record.get("status") == "completed":
+            return path.parent
+    return None
+
+
+def reuse(run: PlannedRun, source: Path) -> dict:
+    """File a copy of an identical completed run's record under this run (no checkpoint copy)."""
+    from ssm_cli.train.record import write_json_atomic
+
+    prepare(run)
+    record = dict(read_record(source))
+    r = run.cfg.run
+    record.update(ablation=r.ablation, variant=r.variant, variant_index=r.variant_index, paper=r.paper,
+                  overrides=list(r.overrides), metric=r.metric, run_dir=str(run.run_dir), reused_from=str(source))
+    if record.get("best"):
+        record["result"] = record["best"].get(r.metric)
+    write_json_atomic(run.run_dir / "record.json", record)
+    return record
+
+
 def todo(runs: list[PlannedRun], retry_failed: bool) -> list[PlannedRun]:
     skip = {"completed"} if retry_failed else {"completed", "failed", "diverged"}
     return [r for r in runs if r.status not in skip]
