@@ -140,3 +140,29 @@ def test_autocast_bf16_keeps_kernel_in_float32():
         y = core(u.bfloat16())
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("core", ("s4d", "s4"))
+def test_model_learns_a_memory_task(core):
+    """pool='last' must remember the sign of the sum of the first 8 of 64 inputs: needs the SSM's memory."""
+    torch.manual_seed(0)
+
+    def batch(n=64, L=64):
+        x = torch.randn(n, L, 1)
+        return x, (x[:, :8, 0].sum(1) > 0).long()
+
+    m = SequenceModel(1, 2, d_model=16, n_layers=2, d_state=8, core=core, pool="last", dropout=0.0,
+                      core_options={"dt_min": 0.01, "dt_max": 0.1})
+    opt = torch.optim.AdamW(param_groups(m, lr=0.01, weight_decay=0.01))
+    sched = cosine_with_warmup(opt, 10, 200)
+    for _ in range(200):
+        x, y = batch()
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    x, y = batch(1000)
+    with torch.no_grad():
+        acc = (m.eval()(x).argmax(-1) == y).float().mean().item()
+    assert acc > 0.75, acc
