@@ -13,8 +13,10 @@ mode index n = 0 … M-1:
 | ``ptd``  | eigenvalues of HiPPO-LegS + E (S4-PTD, see ptd.py): N modes, not N/2; B = V^-1 B_hippo |
 
 Further ablation knobs (applied in this order):
-``real_random``: real part -U[0, 1] instead of -1/2 (not for ``real``, whose real part is -(n+1));
-``imag_random``: the index n in the ``inv``/``lin`` formulas is replaced by M·U[0, 1];
+``real_random``: real part -U[0, 1] instead of -1/2 (not for ``real``, whose real part is -(n+1):
+an error);
+``imag_random``: the index n in the ``inv``/``lin`` formulas is replaced by M·U[0, 1] (other inits:
+an error);
 ``real_scale`` / ``imag_scale``: multiply the real / imaginary part.
 """
 from __future__ import annotations
@@ -53,6 +55,11 @@ def diagonal_init(
         lam = sol["Lambda"].copy()
         lam.real = np.minimum(lam.real, -1e-4)
         return np.broadcast_to(lam, (n_copies, N)).copy(), np.broadcast_to(sol["B"], (n_copies, N)).copy()
+    if imag_random and init not in ("inv", "lin"):
+        raise UserError(f"imag_random applies to init inv or lin only (got init {init!r}); "
+                        "init 'rand' is the random-imaginary init")
+    if real_random and init == "real":
+        raise UserError("real_random does not apply to init 'real' (its real part is -(n+1))")
     M = N // 2
     shape = (n_copies, M)
     real = rng.uniform(0.0, 1.0, shape) if real_random else np.full(shape, 0.5)  # (n M)

@@ -256,6 +256,10 @@ def test_build_rejects_bad_options():
         build("s4d", 4, 8, trainable_B=1)
     with pytest.raises(UserError):
         build("s4d", 4, 8, dt_min="0.1")
+    with pytest.raises(UserError, match="imag_random"):
+        build("s4d", 4, 8, init="legs", imag_random=True)
+    with pytest.raises(UserError, match="real_random"):
+        build("s4d", 4, 8, init="real", real_random=True)
     with pytest.raises(UserError, match="channels"):
         build("s4d", 4, 8, channels=0)
     with pytest.raises(UserError, match="d_state must be even"):
