@@ -269,3 +269,11 @@ def test_build_rejects_bad_options():
     for core, table in CORE_OPTIONS.items():
         for opt, (valid, default) in table.items():
             assert default is None or isinstance(valid, type) or default in valid or isinstance(default, valid), (core, opt)
+
+
+@pytest.mark.parametrize("name", ("s4d", "s4", "dss"))
+@pytest.mark.parametrize("L", (1, 2, 3, 257))
+def test_short_and_odd_lengths(name, L):
+    core = build(name, 3, 8, seed=0).double()
+    u = torch.randn(2, L, 3, dtype=torch.float64)
+    torch.testing.assert_close(core(u), _run_recurrent(core, u, L=L), rtol=1e-8, atol=1e-9)
