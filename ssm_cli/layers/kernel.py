@@ -45,8 +45,37 @@ def vandermonde(W: torch.Tensor, log_Abar: torch.Tensor, L: int, block: int | No
     else:
         wr, wi = wr[:, :, None, :], wi[:, :, None, :]  # (C H 1 M)
     Wr = torch.cat([wr, -wi], dim=-1)  # (C H J 2M)
-    K = torch.matmul(Wr, Vr)  # (C H J T)
+    K = IEEEMatmul.apply(Wr, Vr)  # (C H J T)
     return K.reshape(C, H, J * T)[..., :L]  # (C H L)
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b in IEEE float32 even where TF32 matmuls are enabled (CUDA): the kernel sums terms with
+    large phases, and TF32's 10-bit mantissa costs ~3e-4 relative error; this GEMM is tiny anyway."""
+    prev = torch.get_float32_matmul_precision()
+    if not (a.is_cuda and a.dtype == torch.float32 and prev != "highest"):
+        return torch.matmul(a, b)
+    torch.set_float32_matmul_precision("highest")
+    try:
+        return torch.matmul(a, b)
+    finally:
+        torch.set_float32_matmul_precision(prev)
+
+
+class IEEEMatmul(torch.autograd.Function):
+    """(C, H, J, K) @ (H, K, T) -> (C, H, J, T), forward and backward through ``_mm``."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return _mm(a, b)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        a, b = ctx.saved_tensors
+        ga = _mm(g, b.transpose(-1, -2)) if ctx.needs_input_grad[0] else None  # (C H J K)
+        gb = _mm(a.transpose(-1, -2), g).sum(0) if ctx.needs_input_grad[1] else None  # (H K T)
+        return ga, gb
 
 
 def vandermonde_reference(W: torch.Tensor, log_Abar: torch.Tensor, L: int) -> torch.Tensor:

@@ -277,3 +277,11 @@ def test_short_and_odd_lengths(name, L):
     core = build(name, 3, 8, seed=0).double()
     u = torch.randn(2, L, 3, dtype=torch.float64)
     torch.testing.assert_close(core(u), _run_recurrent(core, u, L=L), rtol=1e-8, atol=1e-9)
+
+
+def test_ieee_matmul_gradients():
+    from ssm_cli.layers.kernel import IEEEMatmul
+    a = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(IEEEMatmul.apply, (a, b))
+    torch.testing.assert_close(IEEEMatmul.apply(a, b), a @ b)
