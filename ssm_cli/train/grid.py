@@ -114,8 +114,9 @@ def reuse(run: PlannedRun, source: Path) -> dict:
     prepare(run)
     record = dict(read_record(source))
     r = run.cfg.run
+    origin = record.get("reused_from") or str(source)  # always name the run that computed it
     record.update(ablation=r.ablation, variant=r.variant, variant_index=r.variant_index, paper=r.paper,
-                  overrides=list(r.overrides), metric=r.metric, run_dir=str(run.run_dir), reused_from=str(source))
+                  overrides=list(r.overrides), metric=r.metric, run_dir=str(run.run_dir), reused_from=origin)
     if record.get("best"):
         record["result"] = record["best"].get(r.metric)
     write_json_atomic(run.run_dir / "record.json", record)

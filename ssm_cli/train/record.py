@@ -61,12 +61,18 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
 
 
 def git_commit() -> str | None:
+    """The commit of the code that runs: ``$SSM_GIT_COMMIT`` if set (a copy of the tree without
+    its .git, e.g. on a remote GPU machine), else ``git rev-parse HEAD``; None if neither works."""
+    env = os.environ.get("SSM_GIT_COMMIT")
+    if env:
+        return env
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+        out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) == 40 else None
 
 
 def environment() -> dict:
