@@ -39,8 +39,8 @@ def check_model_config(model_cfg: DictConfig) -> None:
     for key in ("d_model", "n_layers", "d_state"):
         if not isinstance(backbone.get(key), int) or backbone[key] < 1:
             raise UserError(f"model.{key} must be a positive integer, got {backbone.get(key)!r}")
-    # Building a tiny core runs exactly the checks the real one will (unknown option, bad value).
-    build(backbone["core"], d_model=2, d_state=backbone["d_state"], **core_options)
+    # Building one core runs exactly the checks the real model's will (unknown option, bad value).
+    build(backbone["core"], d_model=backbone["d_model"], d_state=backbone["d_state"], **core_options)
 
 
 def build_model(model_cfg: DictConfig, spec: DataSpec):
