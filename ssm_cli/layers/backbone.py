@@ -21,7 +21,11 @@ POOLS = ("mean", "last")
 
 
 class TiedDropout(nn.Module):
-    """Dropout with one mask per (batch, feature), broadcast over the length: x (B, L, H)."""
+    """Dropout with one mask per (batch, feature), broadcast over the length: x (B, L, H).
+
+    The 1/(1-p) scale goes into the small (B, 1, H) mask first, so the full-size tensor sees one
+    multiply forward and one backward (``x * mask / (1 - p)`` costs two passes each way).
+    """
 
     def __init__(self, p: float):
         super().__init__()
@@ -30,8 +34,9 @@ class TiedDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        mask = torch.rand(x.shape[0], 1, x.shape[2], device=x.device) >= self.p  # (B 1 H)
-        return x * mask / (1 - self.p)  # (B L H)
+        keep = torch.rand(x.shape[0], 1, x.shape[2], device=x.device) >= self.p  # (B 1 H) bool
+        scale = keep.to(x.dtype) * (1.0 / (1 - self.p))  # (B 1 H): 0 or 1/(1-p)
+        return x * scale  # (B L H)
 
 
 class Norm(nn.Module):

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
-from .fftconv import fft_conv
+from .fftconv import conv, two_sided
 
 
 def register(module: nn.Module, name: str, value: torch.Tensor, trainable: bool = True,
@@ -56,12 +56,13 @@ class SSMCore(nn.Module):
         dtype = u.dtype
         work = torch.float64 if dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=u.device.type, enabled=False):
-            x = u.to(work).transpose(1, 2)  # (B H L)
-            k = self.kernel(L, rate=rate).to(work)  # (C H L) or (2 C H L)
-            if self.bidirectional:
-                y = fft_conv(x, k[0], k[1])  # (B C H L)
-            else:
-                y = fft_conv(x, k)  # (B C H L)
-            y = y + self.D.to(work)[None, :, :, None] * x[:, None]  # (B C H L)
-            y = y.reshape(B_, self.channels * H, L).transpose(1, 2)  # (B L C*H)
+            k = self.conv_kernel(L, rate=rate).to(work)  # (C H L) or two-sided (C H 2L)
+            # one fused FFT convolution in the (B, L, H) layout, D folded into tap 0 (fftconv.py)
+            y = conv(u.to(work), k, self.D.to(work))  # (B L C*H)
         return y.to(dtype)
+
+    def conv_kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
+        """The kernel ``forward`` convolves with: (C, H, L) causal or, bidirectional, the circular
+        (C, H, 2L) kernel of ``fftconv.two_sided``. Subclasses may build the latter directly."""
+        k = self.kernel(L, rate=rate)  # (C H L) or (2 C H L)
+        return two_sided(k[0], k[1]) if self.bidirectional else k
