@@ -26,8 +26,31 @@ def block_length(L: int) -> int:
 def vandermonde(W: torch.Tensor, log_Abar: torch.Tensor, L: int, block: int | None = None) -> torch.Tensor:
     """Real kernel K (C, H, L) = Re sum_m W[c,h,m] exp(l log_Abar[h,m]).
 
-    W: (C, H, M) complex; log_Abar: (H, M) complex (same precision). Returns the matching real dtype.
+    W: (C, H, M) complex; log_Abar: (H, M) complex (same precision). Returns the matching real dtype
+    (a strided view of an (H, C, J*T) buffer). Few, small kernels (the step runs inside a CUDA graph
+    and is bound by their number): the tables are complex exponentials, and the GEMM reads the real
+    views of [W S] and conj(V) interleaved (re, im), since Re(a v) = re(a) re(v) + im(a) im(conj v).
+    Same numbers as ``_vandermonde_real`` up to float rounding.
     """
+    T = block or block_length(L)
+    J = -(-L // T)
+    C, H, M = W.shape
+    real = log_Abar.real.dtype
+    r = torch.arange(T, device=log_Abar.device, dtype=real)  # (T)
+    Vc = torch.exp(torch.conj_physical(log_Abar)[:, None, :] * r[:, None])  # (H T M) = conj(Abar^r)
+    A = W.permute(1, 0, 2)[:, :, None, :]  # (H C 1 M)
+    if J > 1:  # W * Abar^(jT)
+        j = torch.arange(0, J * T, T, device=log_Abar.device, dtype=real)  # (J) = j T
+        S = torch.exp(log_Abar[:, None, :] * j[:, None])  # (H J M)
+        A = S[:, None] * A  # (H C J M)
+    a = torch.view_as_real(A).reshape(H, C * J, 2 * M)  # (H CJ 2M): (re, im) interleaved
+    v = torch.view_as_real(Vc).reshape(H, T, 2 * M)  # (H T 2M)
+    K = IEEEMatmulNT.apply(a, v)  # (H CJ T)
+    return K.view(H, C, J * T)[..., :L].transpose(0, 1)  # (C H L)
+
+
+def _vandermonde_real(W: torch.Tensor, log_Abar: torch.Tensor, L: int, block: int | None = None) -> torch.Tensor:
+    """The same blocked product in real arithmetic (the former implementation; kept for tests)."""
     T = block or block_length(L)
     J = -(-L // T)
     C, H, M = W.shape
@@ -75,6 +98,23 @@ class IEEEMatmul(torch.autograd.Function):
         a, b = ctx.saved_tensors
         ga = _mm(g, b.transpose(-1, -2)) if ctx.needs_input_grad[0] else None  # (C H J K)
         gb = _mm(a.transpose(-1, -2), g).sum(0) if ctx.needs_input_grad[1] else None  # (H K T)
+        return ga, gb
+
+
+class IEEEMatmulNT(torch.autograd.Function):
+    """(..., I, K) @ (..., T, K)^T -> (..., I, T) through ``_mm``; both gradients come out in their
+    operand's own layout (no transposed-gradient copies)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return _mm(a, b.transpose(-1, -2))
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        a, b = ctx.saved_tensors
+        ga = _mm(g, b) if ctx.needs_input_grad[0] else None  # (... I K)
+        gb = _mm(g.transpose(-1, -2), a) if ctx.needs_input_grad[1] else None  # (... T K)
         return ga, gb
 
 

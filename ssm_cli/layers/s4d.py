@@ -27,6 +27,15 @@ from .ptd import ptd_init
 from .transforms import inverse, transform
 
 
+def _tile(x: torch.Tensor, H: int) -> torch.Tensor:
+    """x (S, M) -> (H, M) with row h = x[h % S]; a broadcast view (no copy) when S == 1."""
+    if x.shape[0] == H:
+        return x  # (H M)
+    if x.shape[0] == 1:
+        return x.expand(H, -1)  # (H M)
+    return x.repeat(H // x.shape[0], 1)  # (H M)
+
+
 class DiagonalSSM(SSMCore):
     """S4D core: u (B, L, H) float -> y (B, L, C*H), the linear SSM with D; no activation.
 
@@ -107,10 +116,12 @@ class DiagonalSSM(SSMCore):
 
     def _discrete(self, rate: float = 1.0, L: int | None = None):
         """(log_Abar (H, M), W (dC, H, M)) with W = C * Bbar (x 2 for a conjugate pair, x the DSS scale)."""
-        reps = self.d_model // self.n_ssm
-        A = self.eigenvalues().repeat(reps, 1)  # (H M), channel h uses copy h % S
-        B = torch.view_as_complex(self.B.contiguous()).repeat(reps, 1)  # (H M)
-        dt = torch.exp(self.log_dt) * rate  # (H)
+        H = self.d_model
+        A = _tile(self.eigenvalues(), H)  # (H M), channel h uses copy h % S
+        B = _tile(torch.view_as_complex(self.B.contiguous()), H)  # (H M)
+        dt = torch.exp(self.log_dt)  # (H)
+        if rate != 1.0:  # (a multiply by 1.0 would still be a kernel)
+            dt = dt * rate  # (H)
         log_Abar, Bbar = discretize(self.disc, A, dt, B)  # (H M), (H M)
         if self.disc == "dss":
             if L is None:

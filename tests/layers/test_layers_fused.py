@@ -48,3 +48,34 @@ def test_tied_dropout_equals_mask_then_divide():
     torch.manual_seed(3)
     mask = torch.rand(4, 1, 8) >= 0.3
     torch.testing.assert_close(y, x * mask / (1 - 0.3))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
+@pytest.mark.parametrize("C,H,M,L,block", [(2, 5, 4, 37, None), (1, 3, 4, 1000, None), (3, 2, 2, 50, 7),
+                                           (2, 4, 3, 64, 64)])
+def test_complex_vandermonde_equals_real_formulation(dtype, C, H, M, L, block):
+    """The complex-table kernel == the former real-arithmetic blocked product, values and gradients."""
+    from ssm_cli.layers.kernel import _vandermonde_real, vandermonde
+    torch.manual_seed(0)
+    z = torch.complex(-torch.rand(H, M) * 0.1, torch.randn(H, M)).to(dtype).requires_grad_()
+    W = torch.randn(C, H, M, dtype=dtype).requires_grad_()
+    new, old = vandermonde(W, z, L, block), _vandermonde_real(W, z, L, block)
+    tol = dict(rtol=1e-5, atol=1e-5 * old.abs().max().item()) if dtype == torch.complex64 else {}
+    torch.testing.assert_close(new, old, **tol)
+    g = torch.randn_like(old)
+    for a, b in zip(torch.autograd.grad(new, [W, z], g), torch.autograd.grad(old, [W, z], g)):
+        torch.testing.assert_close(a, b, **({} if dtype == torch.complex128 else
+                                          dict(rtol=1e-5, atol=1e-5 * b.abs().max().item())))
+
+
+def test_core_forward_equals_explicit_formula():
+    """SSMCore.forward (fused conv, D in tap 0) == reference conv of core.kernel + explicit D term."""
+    from ssm_cli.layers import build
+    torch.manual_seed(0)
+    for bidirectional in (False, True):
+        core = build("s4d", 6, 8, bidirectional=bidirectional, channels=2, n_ssm=1, seed=0).double()
+        u = torch.randn(3, 40, 6, dtype=torch.float64)
+        k = core.kernel(40)
+        x = u.transpose(1, 2)
+        ref = fft_conv(x, *(k if bidirectional else (k,))) + core.D[None, :, :, None] * x[:, None]
+        torch.testing.assert_close(core(u), ref.reshape(3, 12, 40).transpose(1, 2))
