@@ -65,4 +65,7 @@ class SSMCore(nn.Module):
         """The kernel ``forward`` convolves with: (C, H, L) causal or, bidirectional, the circular
         (C, H, 2L) kernel of ``fftconv.two_sided``. Subclasses may build the latter directly."""
         k = self.kernel(L, rate=rate)  # (C H L) or (2 C H L)
-        return two_sided(k[0], k[1]) if self.bidirectional else k
+        if not self.bidirectional:
+            return k
+        k_fwd, k_back = k.unbind(0)  # (C H L) each; backward: one stack (indexing: two zero-filled scatters)
+        return two_sided(k_fwd, k_back)  # (C H 2L)
