@@ -61,7 +61,7 @@ class Block(nn.Module):
     """One residual block around an SSM core; x (B, L, H) -> (B, L, H)."""
 
     def __init__(self, d_model: int, core: nn.Module, *, norm: str, prenorm: bool, dropout: float,
-                 tie_dropout: bool, activation: str, final_act: str):
+                 tie_dropout: bool, activation: str, final_act: str, compile_post: bool = False):
         super().__init__()
         self.core, self.prenorm = core, prenorm
         self.norm = Norm(norm, d_model)
@@ -71,14 +71,23 @@ class Block(nn.Module):
         self.glu = final_act == "glu"
         self.out = nn.Linear(d_core, 2 * d_model if self.glu else d_model)
         self.final_act = _activation("gelu" if final_act == "gelu" else "identity")
+        # opt-in: torch.compile only the real-valued elementwise/GEMM tail (activation, dropout,
+        # linear, residual, norm), where fusion saves full passes; the complex/FFT core stays eager.
+        self.compile_post = compile_post
+        self._post_compiled = torch.compile(self.post, dynamic=False) if compile_post else None
 
-    def forward(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
-        z = self.norm(x) if self.prenorm else x  # (B L H)
-        z = self.drop(self.act(self.core(z, rate=rate)))  # (B L C*H)
+    def post(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Everything after the core: y (B, L, C*H) core output, x (B, L, H) block input -> (B, L, H)."""
+        z = self.drop(self.act(y))  # (B L C*H)
         z = self.out(z)  # (B L H) or (B L 2H)
         z = F.glu(z, dim=-1) if self.glu else self.final_act(z)  # (B L H)
         x = x + z  # (B L H)
         return x if self.prenorm else self.norm(x)
+
+    def forward(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        z = self.norm(x) if self.prenorm else x  # (B L H)
+        y = self.core(z, rate=rate)  # (B L C*H)
+        return (self._post_compiled or self.post)(y, x)  # (B L H)
 
 
 class SequenceModel(nn.Module):
@@ -89,14 +98,15 @@ class SequenceModel(nn.Module):
     encoder, the decoder sees [a, b, a*b, a-b] and is Linear(4H, H) -> GELU -> Linear(H, d_output)).
     Returns logits (B, d_output). ``rate`` scales every core's step (e.g. 2.0 for a signal sampled
     at half the training rate). ``core_options`` go to ``build`` (see CORE_OPTIONS); an int
-    ``seed`` there seeds layer i with seed + i.
+    ``seed`` there seeds layer i with seed + i. ``compile_post`` (off by default, GPU only in
+    practice): torch.compile the real-valued tail of every block (see ``Block.post``).
     """
 
     def __init__(self, d_input: int, d_output: int, *, d_model: int = 128, n_layers: int = 4, core: str = "s4d",
                  core_options: dict | None = None, d_state: int = 64, encoder: str = "linear",
                  vocab_size: int | None = None, norm: str = "layer", prenorm: bool = False, dropout: float = 0.1,
                  tie_dropout: bool = True, activation: str = "gelu", final_act: str = "identity",
-                 pool: str = "mean", two_tower: bool = False):
+                 pool: str = "mean", two_tower: bool = False, compile_post: bool = False):
         super().__init__()
         from . import build
         check_choice("encoder", encoder, ENCODERS)
@@ -115,7 +125,7 @@ class SequenceModel(nn.Module):
         self.blocks = nn.ModuleList(
             Block(d_model, build(core, d_model, d_state, seed=None if seed is None else seed + i, **opts),
                   norm=norm, prenorm=prenorm, dropout=dropout, tie_dropout=tie_dropout, activation=activation,
-                  final_act=final_act)
+                  final_act=final_act, compile_post=compile_post)
             for i in range(n_layers))
         self.final_norm = Norm(norm, d_model) if prenorm else nn.Identity()
         self.pool, self.two_tower = pool, two_tower

@@ -79,3 +79,16 @@ def test_core_forward_equals_explicit_formula():
         x = u.transpose(1, 2)
         ref = fft_conv(x, *(k if bidirectional else (k,))) + core.D[None, :, :, None] * x[:, None]
         torch.testing.assert_close(core(u), ref.reshape(3, 12, 40).transpose(1, 2))
+
+
+def test_block_post_is_the_former_tail_and_compile_is_off_by_default():
+    """Block.forward = core -> Block.post; compile_post is opt-in (no torch.compile by default)."""
+    import torch.nn.functional as F
+    from ssm_cli.layers import SequenceModel
+    torch.manual_seed(0)
+    m = SequenceModel(3, 10, d_model=8, n_layers=1, d_state=4, dropout=0.0).double().eval()
+    blk = m.blocks[0]
+    assert not blk.compile_post and blk._post_compiled is None
+    x = torch.randn(2, 16, 8, dtype=torch.float64)
+    z = blk.out(F.gelu(blk.core(x)))
+    torch.testing.assert_close(blk(x), blk.norm(x + z))
