@@ -85,7 +85,9 @@ class FFTConv(torch.autograd.Function):
             q_f = g_f * k_f  # (B C H L+1)
             q_f = q_f[:, 0] if C == 1 else q_f.sum(1)  # (B H L+1)
             q = torch.fft.irfft(q_f, n=n, norm="forward")  # (B H 2L): grad_u reversed at taps 2L-1 ... L
-            grad_u = q.transpose(1, 2)[:, L:].flip(1)  # (B L H), contiguous: one copy
+            rev = torch.arange(n - 1, L - 1, -1, device=q.device)  # (L) taps 2L-1 ... L
+            # reversal and transpose back to (B, L, H) in one gather (flip would keep the (B H L) layout)
+            grad_u = torch.index_select(q.transpose(1, 2), 1, rev)  # (B L H) contiguous
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             s_f = (g_f * u_f[:, None]).sum(0)  # (C H L+1)
             gk = torch.fft.irfft(s_f, n=n).flip(-1)  # (C H 2L): gradient of the circular kernel
