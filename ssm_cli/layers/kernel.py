@@ -8,6 +8,11 @@ exp(l z) = exp(jT z) * exp(r z). Two small complex tables, (H, M, T) and (H, M, 
 (H, M, L) one, and the sum over m becomes one real batched matmul:
   K[c, h, j, r] = [Re(W S), -Im(W S)] (C H J 2M)  @  [Re V; Im V] (H 2M T).
 Working set O(C·H·M·(J + T)) ≈ O(H·M·sqrt(L)) instead of O(H·M·L); no Python loop over L.
+``vandermonde`` builds both tables as complex exponentials and feeds the GEMM the interleaved real
+views of W S (H, C·J, 2M) and conj(V) (H, T, 2M): few small kernels, no broadcast copy of V over C.
+A single block (T = L) would save ~17 small kernels per core and step but makes the (H, M, L)
+table and its gradient passes about as large as the activations (sCIFAR: 32 MiB vs 25 MiB per pass),
+so the blocked default stays; ``block=`` (``--block`` in benchmarks/speed.py) selects it explicitly.
 """
 from __future__ import annotations
 
