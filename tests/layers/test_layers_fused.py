@@ -94,3 +94,27 @@ def test_block_post_is_the_former_tail_and_compile_is_off_by_default():
     x = torch.randn(2, 16, 8, dtype=torch.float64)
     z = blk.out(F.gelu(blk.core(x)))
     torch.testing.assert_close(blk(x), blk.norm(x + z))
+
+
+@pytest.mark.parametrize("scale", [2.0, 1.0])
+def test_zoh_weights_equal_autograd_through_zoh(scale):
+    """discretize.zoh_weights (hand-written backward) == zoh then scale * C * Bbar, values and gradients."""
+    from ssm_cli.layers.discretize import zoh, zoh_weights
+    torch.manual_seed(0)
+    H, M, dC = 5, 4, 2
+    A = torch.complex(-torch.rand(1, M, dtype=torch.float64) - 0.1, torch.randn(1, M, dtype=torch.float64))
+    A.requires_grad_()
+    dt = torch.rand(H, dtype=torch.float64).requires_grad_()
+    B = torch.randn(1, M, dtype=torch.complex128).requires_grad_()
+    C = torch.randn(dC, H, M, dtype=torch.complex128).requires_grad_()
+    Ae, Be = A.expand(H, M), B.expand(H, M)  # the S = 1 broadcast of the sCIFAR model
+    z1, Bbar = zoh(Ae, dt, Be)
+    W1 = scale * C * Bbar
+    z2, W2 = zoh_weights(Ae, dt, Be, C, scale)
+    torch.testing.assert_close(z2, z1)
+    torch.testing.assert_close(W2, W1)
+    gz, gW = torch.randn_like(z1), torch.randn_like(W1)
+    loss1 = (z1 * gz.conj()).real.sum() + (W1 * gW.conj()).real.sum()
+    loss2 = (z2 * gz.conj()).real.sum() + (W2 * gW.conj()).real.sum()
+    for a, b in zip(torch.autograd.grad(loss2, [A, dt, B, C]), torch.autograd.grad(loss1, [A, dt, B, C])):
+        torch.testing.assert_close(a, b)
