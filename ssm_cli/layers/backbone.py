@@ -35,7 +35,10 @@ class TiedDropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         keep = torch.rand(x.shape[0], 1, x.shape[2], device=x.device) >= self.p  # (B 1 H) bool
-        scale = (keep * (1.0 / (1 - self.p))).to(x.dtype)  # (B 1 H): 0 or 1/(1-p); .to: no-op in fp32
+        if x.dtype == torch.get_default_dtype():  # bool * float is already x's dtype: one kernel
+            scale = keep * (1.0 / (1 - self.p))  # (B 1 H): 0 or 1/(1-p)
+        else:  # e.g. float64: the scale in x's precision
+            scale = keep.to(x.dtype) * (1.0 / (1 - self.p))  # (B 1 H)
         return x * scale  # (B L H)
 
 
