@@ -43,8 +43,10 @@ def check_model_config(model_cfg: DictConfig) -> None:
     build(backbone["core"], d_model=backbone["d_model"], d_state=backbone["d_state"], **core_options)
 
 
-def build_model(model_cfg: DictConfig, spec: DataSpec):
-    """The network for a dataset: encoder from the data's input kind, decoder to its outputs."""
+def build_model(model_cfg: DictConfig, spec: DataSpec, compile_post: bool = False):
+    """The network for a dataset: encoder from the data's input kind, decoder to its outputs.
+
+    compile_post: torch.compile each block's real-valued tail (a speed option, same numbers)."""
     from ssm_cli.layers import SequenceModel
 
     backbone, core_options = split_model_config(model_cfg)
@@ -55,5 +57,6 @@ def build_model(model_cfg: DictConfig, spec: DataSpec):
         vocab_size=spec.vocab_size,
         two_tower=spec.two_tower,
         core_options=core_options,
+        compile_post=compile_post,
         **backbone,
     )

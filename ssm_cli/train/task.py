@@ -36,7 +36,10 @@ class SequenceTask(pl.LightningModule):
         self.cfg, self.spec = cfg, spec
         self.eval_names, self.eval_rates = eval_names, eval_rates
         self.steps_per_epoch = steps_per_epoch
-        self.model = build_model(cfg.model, spec)
+        compile_post = cfg.trainer.compile
+        if compile_post == "auto":
+            compile_post = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
+        self.model = build_model(cfg.model, spec, compile_post=bool(compile_post))
         self.history: list[dict] = []  # one dict of metrics per finished epoch (saved in checkpoints)
         self.train_seconds = 0.0       # time spent in training steps, over all sessions
         self.steps_done = 0            # optimizer steps, over all sessions (the divergence step)
