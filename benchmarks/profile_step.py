@@ -40,13 +40,8 @@ def main() -> None:
     ap.add_argument("--graph", action="store_true", help="capture the whole step in a CUDA graph")
     ap.add_argument("--fused", action="store_true", help="fused AdamW")
     ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--streams", type=int, default=0,
-                    help="K > 0: K independent models in one process, each step captured in a CUDA graph and "
-                         "replayed on its own stream; prints the aggregate samples/s (a grid sharing one GPU)")
     a = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if a.streams:
-        return streams(a)
     model, opt = build(a.L, device, fused=a.fused or a.graph)
     x = torch.randn(a.batch, a.L, 3, device=device)
     y = torch.randint(0, 10, (a.batch,), device=device)
@@ -95,53 +90,6 @@ def main() -> None:
     print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60))
     if a.json:
         json.dump({"device": device, "ms_per_step": dt * 1e3, "samples_per_s": a.batch / dt}, open(a.json, "w"))
-
-
-def capture(model, opt, x, y, bf16: bool) -> torch.cuda.CUDAGraph:
-    """3 eager steps on a side stream, then the step captured once (as ssm_cli.train.task does)."""
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-        loss.backward()
-        opt.step()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph
-
-
-def streams(a) -> None:
-    """K graph-captured models replayed on K streams of one process vs one after another."""
-    runs = []
-    for k in range(a.streams):
-        torch.manual_seed(k)
-        model, opt = build(a.L, "cuda", fused=True)
-        x = torch.randn(a.batch, a.L, 3, device="cuda")
-        y = torch.randint(0, 10, (a.batch,), device="cuda")
-        runs.append((capture(model, opt, x, y, a.bf16), torch.cuda.Stream()))
-    for mode in ("serial", "streams"):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(a.steps):
-            for graph, stream in runs:
-                if mode == "streams":
-                    stream.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(stream):
-                        graph.replay()
-                else:
-                    graph.replay()
-        for _, stream in runs:
-            torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        dt = time.perf_counter() - t
-        print(f"{a.streams} models, {mode}: {a.streams * a.steps * a.batch / dt:.0f} samples/s aggregate")
 
 
 if __name__ == "__main__":
