@@ -13,6 +13,7 @@ import traceback
 import warnings
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -44,27 +45,21 @@ def new_record(cfg: DictConfig, run_dir: Path) -> dict:
     }
 
 
-class RecordKeeper:
-    """Lightning callback: after each epoch, append its metrics, write the record, checkpoint."""
+class RecordKeeper(pl.Callback):
+    """After each epoch: append its metrics, write the record, checkpoint (atomically)."""
 
-    def __new__(cls, *args, **kwargs):  # subclass lazily so importing this module stays cheap
-        import pytorch_lightning as pl
+    def __init__(self, run_dir: Path, record: dict, t0: float, wall0: float):
+        self.run_dir, self.record, self.t0, self.wall0 = run_dir, record, t0, wall0
 
-        class _Keeper(pl.Callback):
-            def __init__(self, run_dir: Path, record: dict, t0: float, wall0: float):
-                self.run_dir, self.record, self.t0, self.wall0 = run_dir, record, t0, wall0
-
-            def on_train_epoch_end(self, trainer, task) -> None:
-                task.history.append(task.epoch_metrics())
-                task.train_seconds += task._epoch_train_seconds
-                self.record["epochs"] = task.history
-                self.record["wall_seconds"] = self.wall0 + time.perf_counter() - self.t0
-                write_json_atomic(self.run_dir / "record.json", self.record)
-                tmp = self.run_dir / f".{CHECKPOINT}.tmp"
-                trainer.save_checkpoint(tmp)
-                os.replace(tmp, self.run_dir / CHECKPOINT)
-
-        return _Keeper(*args, **kwargs)
+    def on_train_epoch_end(self, trainer, task) -> None:
+        task.history.append(task.epoch_metrics())
+        task.train_seconds += task._epoch_train_seconds
+        self.record["epochs"] = task.history
+        self.record["wall_seconds"] = self.wall0 + time.perf_counter() - self.t0
+        write_json_atomic(self.run_dir / "record.json", self.record)
+        tmp = self.run_dir / f".{CHECKPOINT}.tmp"
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.run_dir / CHECKPOINT)
 
 
 def execute(run_dir: Path, progress: bool | None = None) -> dict:
@@ -84,8 +79,6 @@ def execute(run_dir: Path, progress: bool | None = None) -> dict:
 
 
 def _fit(cfg: DictConfig, run_dir: Path, record: dict, progress: bool | None) -> dict:
-    import pytorch_lightning as pl
-
     from ssm_cli.data import load_dataset
     from ssm_cli.layers import describe_groups, param_groups
     from ssm_cli.train.loaders import ON_DEVICE_LIMIT_BYTES, dataset_nbytes, make_loader

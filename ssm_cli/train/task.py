@@ -24,9 +24,9 @@ CHECK_EVERY = 100
 class Diverged(RuntimeError):
     """The training loss became NaN or Inf."""
 
-    def __init__(self, step: int, loss: float):
+    def __init__(self, step: int):
         super().__init__(f"loss is not finite at step {step}")
-        self.step, self.loss = step, loss
+        self.step = step
 
 
 class SequenceTask(pl.LightningModule):
@@ -110,7 +110,7 @@ class SequenceTask(pl.LightningModule):
     def check_finite(self) -> None:
         bad = self._train.get("bad_step")
         if isinstance(bad, torch.Tensor) and int(bad) >= 0:
-            raise Diverged(int(bad), float("nan"))
+            raise Diverged(int(bad))
 
     def on_validation_epoch_start(self) -> None:
         if self._t_train is not None:
