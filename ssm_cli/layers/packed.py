@@ -1,0 +1,178 @@
+"""K networks of the same shape trained as one wide network: a *pack* of runs on one GPU.
+
+At the sizes of the ablations (batch 50, H 128) one network leaves an H100 mostly idle between
+small kernels, and K processes sharing a GPU only time-slice it. ``PackedModel`` runs K
+``SequenceModel`` s side by side in one forward pass: their activations are concatenated along
+the features, (B, L, K*H), so each elementwise op, FFT convolution and norm is one kernel over
+all K members, and each per-member linear map is one batched matmul.
+
+The members stay ordinary ``SequenceModel`` s (``self.members``): the parameters are theirs, so a
+member's ``state_dict`` and optimizer groups are exactly those of a run of its own. Every member
+computes its own SSM kernel (cores may differ in init, discretisation, transforms, even class);
+the kernels are concatenated and convolved in one FFT convolution. The members never mix: with
+losses summed, each member's gradient is the gradient of its own loss
+(``tests/layers/test_layers_packed.py`` checks outputs and gradients against the members run one
+by one).
+
+Members must agree on the backbone (encoder kind, H, layers, norm, prenorm, dropout, activation,
+final_act, pool, two_tower, decoder sizes) and on the cores' ``channels`` and ``bidirectional``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .backbone import SequenceModel, TiedDropout
+from .fftconv import conv
+
+
+def _signature(model: SequenceModel) -> dict:
+    """What members of a pack must share (the shape of the computation outside the SSM kernels)."""
+    b0 = model.blocks[0]
+    return {
+        "encoder": type(model.encoder).__name__, "encoder_shape": tuple(model.encoder.weight.shape),
+        "n_layers": len(model.blocks), "d_model": b0.core.d_model, "channels": b0.core.channels,
+        "bidirectional": b0.core.bidirectional, "norm": b0.norm.kind, "prenorm": b0.prenorm,
+        "dropout": (type(b0.drop).__name__, b0.drop.p), "activation": type(b0.act).__name__,
+        "final_act": ("glu" if b0.glu else type(b0.final_act).__name__), "pool": model.pool,
+        "two_tower": model.two_tower, "decoder": [tuple(p.shape) for p in model.decoder.parameters()],
+        "cores": [(b.core.d_model, b.core.channels, b.core.bidirectional) for b in model.blocks],
+    }
+
+
+def check_packable(members: Sequence[SequenceModel]) -> None:
+    """Raise UserError naming the first difference that keeps these models out of one pack."""
+    if not members:
+        raise UserError("a pack needs at least one model")
+    ref = _signature(members[0])
+    for i, m in enumerate(members[1:], start=1):
+        sig = _signature(m)
+        for key, value in ref.items():
+            if sig[key] != value:
+                raise UserError(f"models 0 and {i} cannot share a pack: {key} differs "
+                                f"({value!r} vs {sig[key]!r}); a pack needs the same backbone and core shape")
+
+
+class PackedTail(nn.Module):
+    """Everything of a block after the SSM convolution, for K members at once (no parameters of its own).
+
+    y (B, L, K*C*H) core outputs, x (B, L, K*H) block inputs, the members' output-linear weights
+    W (K, O, C*H) and biases (K, O), their LayerNorm weights/biases (K, H) -> (B, L, K*H).
+    The same ops as ``Block.post``: activation, dropout, linear, GLU/final activation, residual,
+    post-norm (LayerNorm here; BatchNorm is applied by the caller, member by member).
+    """
+
+    def __init__(self, block, K: int):
+        super().__init__()
+        self.K, self.H = K, block.core.d_model
+        self.act = block.act
+        self.drop = TiedDropout(block.drop.p) if isinstance(block.drop, TiedDropout) else nn.Dropout(block.drop.p)
+        self.glu, self.final_act = block.glu, block.final_act
+        self.layer_norm = block.norm.kind == "layer" and not block.prenorm
+        self.eps = block.norm.norm.eps if block.norm.kind == "layer" else None
+
+    def forward(self, y, x, W, b, norm_w, norm_b):
+        B_, L = x.shape[:2]
+        z = self.drop(self.act(y))  # (B L K*C*H)
+        z = torch.einsum("blki,koi->blko", z.reshape(B_, L, self.K, -1), W) + b  # (B L K O)
+        z = F.glu(z, dim=-1) if self.glu else self.final_act(z)  # (B L K H)
+        x = x.reshape(B_, L, self.K, self.H) + z  # (B L K H)
+        if self.layer_norm:
+            x = F.layer_norm(x, (self.H,), eps=self.eps) * norm_w + norm_b  # (B L K H)
+        return x.reshape(B_, L, self.K * self.H)  # (B L K*H)
+
+
+class PackedModel(nn.Module):
+    """K ``SequenceModel`` s of the same shape, run as one: x -> logits (K, B, d_output).
+
+    ``members`` keep their parameters (``self.members[k]`` is a plain SequenceModel); the input
+    batch is shared. ``compile_post``: torch.compile the packed block tail (GPU).
+    """
+
+    def __init__(self, members: Sequence[SequenceModel], compile_post: bool = False):
+        super().__init__()
+        check_packable(members)
+        self.members = nn.ModuleList(members)
+        self.K = len(members)
+        ref = members[0]
+        self.H = ref.blocks[0].core.d_model
+        self.n_layers = len(ref.blocks)
+        self.prenorm, self.norm_kind = ref.blocks[0].prenorm, ref.blocks[0].norm.kind
+        self.pool, self.two_tower = ref.pool, ref.two_tower
+        self.tail = PackedTail(ref.blocks[0], self.K)
+        # a compiled function, not a module: no second copy of the tail in the module tree
+        self._tail = torch.compile(self.tail.forward, dynamic=False) if compile_post else self.tail
+
+    # ---- pieces -------------------------------------------------------------------------------
+    def _stack(self, get) -> torch.Tensor:
+        return torch.stack([get(m) for m in self.members])
+
+    def _norm(self, x: torch.Tensor, norms: list) -> torch.Tensor:
+        """Member k's Norm on its slice of x (B, L, K*H) -> (B, L, K*H)."""
+        B_, L = x.shape[:2]
+        if self.norm_kind == "layer":
+            w = torch.stack([n.norm.weight for n in norms])  # (K H)
+            b = torch.stack([n.norm.bias for n in norms])  # (K H)
+            x = F.layer_norm(x.reshape(B_, L, self.K, self.H), (self.H,), eps=norms[0].norm.eps) * w + b
+            return x.reshape(B_, L, -1)
+        parts = x.reshape(B_, L, self.K, self.H).unbind(2)  # BatchNorm keeps running stats per member
+        return torch.cat([n(p) for n, p in zip(norms, parts)], dim=-1)  # (B L K*H)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.members[0].encoder, nn.Embedding):
+            h = torch.stack([m.encoder(x) for m in self.members], dim=-2)  # (B L K H)
+        else:
+            W = self._stack(lambda m: m.encoder.weight)  # (K H d_in)
+            h = torch.einsum("bld,khd->blkh", x, W) + self._stack(lambda m: m.encoder.bias)  # (B L K H)
+        return h.reshape(*h.shape[:2], -1)  # (B L K*H)
+
+    def _block(self, i: int, x: torch.Tensor, rate: float) -> torch.Tensor:
+        blocks = [m.blocks[i] for m in self.members]
+        B_, L = x.shape[:2]
+        z = self._norm(x, [b.norm for b in blocks]) if self.prenorm else x  # (B L K*H)
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=x.device.type, enabled=False):  # kernel and FFT in float32 (FACTS §8)
+            k = torch.cat([b.core.conv_kernel(L, rate=rate).to(work) for b in blocks], dim=1)  # (C K*H L')
+            D = torch.cat([b.core.D.to(work) for b in blocks], dim=1)  # (C K*H)
+            y = conv(z.to(work), k, D).to(x.dtype)  # (B L C*K*H), channel c*K*H + k*H + h
+        C = k.shape[0]
+        if C > 1:  # member-major features: (B, L, K, C*H) as each member's output linear expects
+            y = y.reshape(B_, L, C, self.K, self.H).transpose(2, 3).reshape(B_, L, -1)
+        W = torch.stack([b.out.weight for b in blocks])  # (K O C*H)
+        bias = torch.stack([b.out.bias for b in blocks])  # (K O)
+        if self.tail.layer_norm:
+            nw = torch.stack([b.norm.norm.weight for b in blocks])  # (K H)
+            nb = torch.stack([b.norm.norm.bias for b in blocks])  # (K H)
+        else:
+            nw = nb = None
+        out = self._tail(y, x, W, bias, nw, nb)  # (B L K*H)
+        if not self.prenorm and not self.tail.layer_norm:  # post-norm BatchNorm, member by member
+            out = self._norm(out, [b.norm for b in blocks])
+        return out
+
+    # ---- the network ----------------------------------------------------------------------------
+    def features(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        """Pooled features (B, K, H) of one tower."""
+        h = self._encode(x)  # (B L K*H)
+        for i in range(self.n_layers):
+            h = self._block(i, h, rate)  # (B L K*H)
+        if self.prenorm:
+            h = self._norm(h, [m.final_norm for m in self.members])  # (B L K*H)
+        B_, L = h.shape[:2]
+        h = h.reshape(B_, L, self.K, self.H)  # (B L K H)
+        return h.mean(1) if self.pool == "mean" else h[:, -1]  # (B K H)
+
+    def forward(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        if self.two_tower:
+            B_ = x.shape[0]
+            f = self.features(x.flatten(0, 1), rate).reshape(B_, 2, self.K, self.H)  # (B 2 K H)
+            a, b = f[:, 0], f[:, 1]  # (B K H)
+            joint = torch.cat([a, b, a * b, a - b], -1)  # (B K 4H)
+            return torch.stack([m.decoder(joint[:, k]) for k, m in enumerate(self.members)])  # (K B O)
+        f = self.features(x, rate)  # (B K H)
+        W = self._stack(lambda m: m.decoder.weight)  # (K O H)
+        return torch.einsum("bkh,koh->kbo", f, W) + self._stack(lambda m: m.decoder.bias)[:, None]  # (K B O)

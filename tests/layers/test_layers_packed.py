@@ -1,0 +1,126 @@
+"""A pack of K models = the K models run one by one: outputs and gradients (float64)."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssm_cli.errors import UserError
+from ssm_cli.layers import SequenceModel
+from ssm_cli.layers.packed import PackedModel
+
+
+def _members(specs, **backbone):
+    models = []
+    for i, core in enumerate(specs):
+        torch.manual_seed(i)
+        kw = dict(d_model=8, n_layers=2, d_state=4, dropout=0.0, core="s4d")
+        kw.update(backbone)
+        d_in = kw.pop("d_input", 3)
+        models.append(SequenceModel(d_in, 5, core_options=core, **kw).double())
+    return models
+
+
+CORES = [dict(init="inv", disc="zoh"), dict(init="lin", disc="bilinear", real_transform="relu"),
+         dict(init="real", disc="zoh", trainable_B=False)]
+BACKBONES = {
+    "default": {},
+    "bidirectional": {"_bi": True},
+    "prenorm": {"prenorm": True},
+    "batchnorm": {"norm": "batch"},
+    "glu": {"final_act": "glu"},
+    "gelu_final": {"final_act": "gelu"},
+    "channels2": {"_channels": 2},
+    "last_pool": {"pool": "last"},
+}
+
+
+def _setup(name):
+    """Three members with the CORES, the backbone of BACKBONES[name] ("_" keys are core options)."""
+    spec = BACKBONES[name]
+    backbone = {k: v for k, v in spec.items() if not k.startswith("_")}
+    cores = [dict(c, bidirectional=spec.get("_bi", False), channels=spec.get("_channels", 1)) for c in CORES]
+    return _members(cores, **backbone)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_pack_equals_members_forward_and_gradients(name):
+    members = _setup(name)
+    alone = copy.deepcopy(members)
+    pack = PackedModel(members)
+    torch.manual_seed(0)
+    x = torch.randn(4, 16, 3, dtype=torch.float64)
+    y = torch.randint(0, 5, (4,))
+    out = pack(x)  # (K B O)
+    assert out.shape == (3, 4, 5)
+    sum(F.cross_entropy(out[k], y) for k in range(3)).backward()
+    for k, m in enumerate(alone):
+        ref = m(x)
+        torch.testing.assert_close(out[k], ref, rtol=1e-9, atol=1e-10)
+        F.cross_entropy(ref, y).backward()
+        for (n, p), (n2, q) in zip(m.named_parameters(), members[k].named_parameters()):
+            assert n == n2
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-8, atol=1e-10, msg=f"member {k} {n}")
+    if name == "batchnorm":  # running statistics updated member by member
+        for k, m in enumerate(alone):
+            torch.testing.assert_close(members[k].blocks[0].norm.norm.running_mean, m.blocks[0].norm.norm.running_mean)
+
+
+def test_pack_eval_mode_and_rate():
+    members = _members([dict(c, bidirectional=True) for c in CORES])
+    pack = PackedModel(members).eval()
+    x = torch.randn(2, 32, 3, dtype=torch.float64)
+    out = pack(x, rate=2.0)
+    for k, m in enumerate(members):
+        torch.testing.assert_close(out[k], m.eval()(x, rate=2.0), rtol=1e-9, atol=1e-10)
+
+
+def test_pack_of_different_core_classes():
+    torch.manual_seed(0)
+    a = SequenceModel(3, 5, d_model=8, n_layers=1, d_state=4, dropout=0.0, core="s4d", core_options={"init": "inv"})
+    b = SequenceModel(3, 5, d_model=8, n_layers=1, d_state=4, dropout=0.0, core="s4", core_options={"init": "legs"})
+    a, b = a.double(), b.double()
+    pack = PackedModel([a, b])
+    x = torch.randn(2, 16, 3, dtype=torch.float64)
+    out = pack(x)
+    torch.testing.assert_close(out[0], a(x))
+    torch.testing.assert_close(out[1], b(x))
+
+
+def test_pack_embedding_and_two_tower():
+    torch.manual_seed(0)
+    kw = dict(d_model=8, n_layers=1, d_state=4, dropout=0.0, encoder="embedding", vocab_size=11)
+    ms = [SequenceModel(1, 3, core_options=c, **kw).double() for c in CORES[:2]]
+    x = torch.randint(0, 11, (3, 12))
+    out = PackedModel(ms)(x)
+    for k, m in enumerate(ms):
+        torch.testing.assert_close(out[k], m(x))
+    ms = [SequenceModel(1, 3, core_options=c, two_tower=True, **kw).double() for c in CORES[:2]]
+    x = torch.randint(0, 11, (3, 2, 12))
+    out = PackedModel(ms)(x)
+    for k, m in enumerate(ms):
+        torch.testing.assert_close(out[k], m(x))
+
+
+def test_dropout_masks_are_independent_per_member():
+    torch.manual_seed(0)
+    ms = [SequenceModel(3, 5, d_model=8, n_layers=1, d_state=4, dropout=0.5) for _ in range(2)]
+    ms[1].load_state_dict(ms[0].state_dict())
+    out = PackedModel(ms).train()(torch.randn(4, 16, 3))
+    assert not torch.allclose(out[0], out[1])  # identical weights, different masks
+
+
+@pytest.mark.parametrize("change", [{"d_model": 16}, {"n_layers": 3}, {"prenorm": True}, {"dropout": 0.2}])
+def test_incompatible_members_are_refused(change):
+    kw = dict(d_model=8, n_layers=2, d_state=4, dropout=0.1)
+    a = SequenceModel(3, 5, **kw)
+    b = SequenceModel(3, 5, **{**kw, **change})
+    with pytest.raises(UserError, match="cannot share a pack"):
+        PackedModel([a, b])
+
+
+def test_bidirectional_mismatch_is_refused():
+    a = SequenceModel(3, 5, d_model=8, n_layers=1, d_state=4, core_options={"bidirectional": True})
+    b = SequenceModel(3, 5, d_model=8, n_layers=1, d_state=4, core_options={"bidirectional": False})
+    with pytest.raises(UserError, match="bidirectional"):
+        PackedModel([a, b])
