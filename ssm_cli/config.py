@@ -109,6 +109,10 @@ def validate(cfg: DictConfig) -> None:
         if value not in valid:
             raise UserError(f"invalid value {value!r} for {key}; valid: {', '.join(map(str, valid))}")
     check_model_config(cfg.model)
+    for key in ("launcher.jobs", "launcher.pack"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{key} must be a positive integer, got {value!r}")
     seeds = cfg.seeds
     if seeds is not None and not (OmegaConf.is_list(seeds) and all(isinstance(s, int) for s in seeds)):
         raise UserError(f"seeds must be a list of integers like seeds=[0,1,2], got {seeds!r}")

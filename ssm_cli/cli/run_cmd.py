@@ -8,6 +8,7 @@ from rich.table import Table
 
 from ssm_cli.errors import UserError
 from ssm_cli.train.grid import find_identical, plan, reuse, run_local, run_serial, todo
+from ssm_cli.train.pack import make_units, pack_key
 
 console = Console()
 STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow", "new": ""}
@@ -29,8 +30,16 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
         cfg = runs[0].cfg
         console.print(OmegaConf.to_yaml(cfg, resolve=True), highlight=False, markup=False)
         return 0
+    pack_size = int(runs[0].cfg.launcher.pack)
     if dry_run:
         show_plan(runs)
+        if pack_size > 1:
+            groups: dict[str, list] = {}
+            for r in todo(runs, retry_failed):
+                groups.setdefault(pack_key(r.cfg), []).append(r.variant)
+            for names in groups.values():
+                for i in range(0, len(names), pack_size):
+                    console.print(f"pack: {', '.join(names[i:i + pack_size])}", highlight=False)
         return 0
     work = todo(runs, retry_failed)
     reused = 0
@@ -63,10 +72,15 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
             progress.advance(task)
 
         launcher = first.launcher
+        units = make_units(work, pack_size)
+        packs = [u for u in units if len(u) > 1]
+        if packs:
+            progress.console.print(f"  {len(packs)} pack(s) of {', '.join(str(len(u)) for u in packs)} runs "
+                                   f"trained as one network each (launcher.pack={pack_size})", highlight=False)
         if launcher.name == "local" and launcher.jobs > 1:
-            run_local(work, int(launcher.jobs), on_done)
+            run_local(units, int(launcher.jobs), on_done)
         else:
-            run_serial(work, on_done)
+            run_serial(units, on_done)
     if runs[0].ablation is not None:
         from ssm_cli.results.table import aggregate, load_records, render
 

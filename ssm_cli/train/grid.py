@@ -128,39 +128,44 @@ def todo(runs: list[PlannedRun], retry_failed: bool) -> list[PlannedRun]:
     return [r for r in runs if r.status not in skip]
 
 
-def run_serial(runs: list[PlannedRun], on_done) -> None:
-    from ssm_cli.train.run import execute
+def run_serial(units: list[list[PlannedRun]], on_done) -> None:
+    """Each unit (one run, or a pack of runs) in turn, in this process."""
+    from ssm_cli.train.run import execute_pack
 
-    for r in runs:
-        prepare(r)
-        on_done(r, execute(r.run_dir))
+    for unit in units:
+        for r in unit:
+            prepare(r)
+        for r, record in zip(unit, execute_pack([r.run_dir for r in unit])):
+            on_done(r, record)
 
 
-def run_local(runs: list[PlannedRun], jobs: int, on_done) -> None:
-    """``jobs`` runs at a time as subprocesses, round-robin over the visible GPUs."""
+def run_local(units: list[list[PlannedRun]], jobs: int, on_done) -> None:
+    """``jobs`` units (runs or packs) at a time as subprocesses, round-robin over the visible GPUs."""
     import torch
 
     n_gpus = torch.cuda.device_count()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     gpu_ids = visible.split(",") if visible else [str(i) for i in range(n_gpus)]
-    pending = list(runs)
-    active: list[tuple[subprocess.Popen, PlannedRun]] = []
+    pending = list(units)
+    active: list[tuple[subprocess.Popen, list[PlannedRun]]] = []
     slot = 0
     while pending or active:
         while pending and len(active) < jobs:
-            r = pending.pop(0)
-            prepare(r)
+            unit = pending.pop(0)
+            for r in unit:
+                prepare(r)
             env = dict(os.environ)
             if gpu_ids:
                 env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
             slot += 1
-            log = open(r.run_dir / "stdout.log", "a")
-            p = subprocess.Popen([sys.executable, "-m", "ssm_cli.train.worker", str(r.run_dir)],
+            log = open(unit[0].run_dir / "stdout.log", "a")
+            p = subprocess.Popen([sys.executable, "-m", "ssm_cli.train.worker", *(str(r.run_dir) for r in unit)],
                                  env=env, stdout=log, stderr=subprocess.STDOUT)
             log.close()
-            active.append((p, r))
+            active.append((p, unit))
         time.sleep(0.5)
-        for p, r in list(active):
+        for p, unit in list(active):
             if p.poll() is not None:
-                active.remove((p, r))
-                on_done(r, read_record(r.run_dir) or {"status": "failed", "error": f"worker exit {p.returncode}"})
+                active.remove((p, unit))
+                for r in unit:
+                    on_done(r, read_record(r.run_dir) or {"status": "failed", "error": f"worker exit {p.returncode}"})

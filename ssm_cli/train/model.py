@@ -60,3 +60,22 @@ def build_model(model_cfg: DictConfig, spec: DataSpec, compile_post: bool = Fals
         compile_post=compile_post,
         **backbone,
     )
+
+
+def build_models(model_cfgs: list[DictConfig], spec: DataSpec, compile_post: bool = False, seed: int | None = None):
+    """One ``SequenceModel`` for one config; a ``PackedModel`` of K members for K configs.
+
+    With ``seed``, ``torch.manual_seed(seed)`` runs before each member is built, so member k
+    starts from the same weights as the run of ``model_cfgs[k]`` alone."""
+    import torch
+
+    from ssm_cli.layers.packed import PackedModel
+
+    models = []
+    for c in model_cfgs:
+        if seed is not None:
+            torch.manual_seed(seed)
+        models.append(build_model(c, spec, compile_post=compile_post and len(model_cfgs) == 1))
+    if len(models) == 1:
+        return models[0]
+    return PackedModel(models, compile_post=compile_post)

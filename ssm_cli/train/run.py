@@ -1,8 +1,10 @@
-"""One run, end to end: seed → data → model → trainer → fit → record.
+"""One run, end to end: seed → data → model → trainer → fit → record; or a pack of runs at once.
 
 A run lives in its own directory holding ``config.yaml`` (resolved, written before it starts),
 ``last.ckpt`` (after every epoch, written atomically) and ``record.json``. Executing a run whose
-checkpoint exists resumes it; executing a completed run does nothing.
+checkpoint exists resumes it; executing a completed run does nothing. A pack (``execute_pack``)
+trains several runs in lockstep as one wide network; its checkpoint lives in the pack's folder,
+each member's record in its own run directory (``ssm_cli/train/pack.py``).
 """
 from __future__ import annotations
 
@@ -46,20 +48,32 @@ def new_record(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 class RecordKeeper(pl.Callback):
-    """After each epoch: append its metrics, write the record, checkpoint (atomically)."""
+    """After each epoch: append each member's metrics, write its record, checkpoint (atomically).
 
-    def __init__(self, run_dir: Path, record: dict, t0: float, wall0: float):
-        self.run_dir, self.record, self.t0, self.wall0 = run_dir, record, t0, wall0
+    ``records[k]`` / ``run_dirs[k]`` belong to member k (a single run is a pack of one); the
+    checkpoint is the run's ``last.ckpt``, or the pack's."""
+
+    def __init__(self, run_dirs: list[Path], records: list[dict], ckpt: Path, t0: float, wall0: float):
+        self.run_dirs, self.records, self.ckpt, self.t0, self.wall0 = run_dirs, records, ckpt, t0, wall0
 
     def on_train_epoch_end(self, trainer, task) -> None:
-        task.history.append(task.epoch_metrics())
+        metrics = task.epoch_metrics()
         task.train_seconds += task._epoch_train_seconds
-        self.record["epochs"] = task.history
-        self.record["wall_seconds"] = self.wall0 + time.perf_counter() - self.t0
-        write_json_atomic(self.run_dir / "record.json", self.record)
-        tmp = self.run_dir / f".{CHECKPOINT}.tmp"
+        wall = self.wall0 + time.perf_counter() - self.t0
+        for k, (run_dir, record) in enumerate(zip(self.run_dirs, self.records)):
+            if k in task.diverged:  # a diverged member of a pack: its record says where, no more epochs
+                if record["status"] != "diverged":
+                    record.update(status="diverged", diverged_step=task.diverged[k],
+                                  error=f"loss is not finite at step {task.diverged[k]}", wall_seconds=wall)
+                    write_json_atomic(run_dir / "record.json", record)
+                continue
+            task.histories[k].append(metrics[k])
+            record["epochs"] = task.histories[k]
+            record["wall_seconds"] = wall
+            write_json_atomic(run_dir / "record.json", record)
+        tmp = self.ckpt.with_name(f".{self.ckpt.name}.tmp")
         trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.run_dir / CHECKPOINT)
+        os.replace(tmp, self.ckpt)
 
 
 def execute(run_dir: Path, progress: bool | None = None) -> dict:
@@ -75,24 +89,58 @@ def execute(run_dir: Path, progress: bool | None = None) -> dict:
         record = read_record(run_dir) or new_record(cfg, run_dir)
         if record["status"] == "completed":
             return record
-        return _fit(cfg, run_dir, record, progress)
+        return _fit([cfg], [run_dir], [record], run_dir / CHECKPOINT, progress)[0]
 
 
-def _fit(cfg: DictConfig, run_dir: Path, record: dict, progress: bool | None) -> dict:
+def execute_pack(run_dirs: list[Path], progress: bool | None = None) -> list[dict]:
+    """Train the runs in ``run_dirs`` as one pack (``ssm_cli.layers.packed``); their records.
+
+    The pack's checkpoint lives in ``<out_dir>/packs/<id>/`` (``pack.json`` names the members);
+    every member's record is its own and says ``pack``. Run directories must be prepared and not
+    completed; the grid planner (``grid.make_units``) forms packs only of such runs.
+    """
+    from contextlib import ExitStack
+
+    from ssm_cli.train.pack import pack_dir, write_pack
+
+    run_dirs = [Path(d) for d in run_dirs]
+    if len(run_dirs) == 1:
+        return [execute(run_dirs[0], progress)]
+    cfgs = [OmegaConf.load(d / CONFIG) for d in run_dirs]
+    with ExitStack() as stack:
+        if not all([stack.enter_context(run_lock(d)) for d in run_dirs]):
+            return [{"status": "locked", "run_dir": str(d)} for d in run_dirs]
+        records = [read_record(d) or new_record(c, d) for c, d in zip(cfgs, run_dirs)]
+        done = [str(d) for d, r in zip(run_dirs, records) if r["status"] == "completed" or (d / CHECKPOINT).exists()]
+        if done:
+            raise RuntimeError(f"runs already completed or with a checkpoint of their own cannot join a pack: {done}")
+        pdir = pack_dir(cfgs[0].out_dir, run_dirs)
+        write_pack(pdir, run_dirs)
+        for k, r in enumerate(records):
+            r["pack"] = {"dir": str(pdir), "index": k, "members": [str(d) for d in run_dirs]}
+        return _fit(cfgs, run_dirs, records, pdir / CHECKPOINT, progress)
+
+
+def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt: Path,
+         progress: bool | None) -> list[dict]:
     from ssm_cli.data import load_dataset
     from ssm_cli.layers import describe_groups, param_groups
     from ssm_cli.train.loaders import ON_DEVICE_LIMIT_BYTES, dataset_nbytes, make_loader
     from ssm_cli.train.task import Diverged, SequenceTask
 
+    cfg = cfgs[0]  # a pack's members share everything but their SSM cores
     t0 = time.perf_counter()
-    wall0 = float(record.get("wall_seconds") or 0.0)
-    record.update(status="running", attempts=record.get("attempts", 0) + 1, environment=environment(),
-                  error=None, diverged_step=None)
-    write_json_atomic(run_dir / "record.json", record)
+    wall0 = max(float(r.get("wall_seconds") or 0.0) for r in records)
+    for r in records:
+        r.update(status="running", attempts=r.get("attempts", 0) + 1, environment=environment(),
+                 error=None, diverged_step=None)
+    for d, r in zip(run_dirs, records):
+        write_json_atomic(d / "record.json", r)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    device = None
     try:
         seed = int(cfg.run.seed)
         pl.seed_everything(seed, workers=True, verbose=False)
@@ -110,45 +158,57 @@ def _fit(cfg: DictConfig, run_dir: Path, record: dict, progress: bool | None) ->
         eval_loaders = [make_loader(ds, eval_bs, False, dev, tc.num_workers) for ds, _ in evals.values()]
         limit = tc.limit_train_batches
         steps = min(len(train), limit) if isinstance(limit, int) else len(train)
-        task = SequenceTask(cfg, data.spec, list(evals), [rate for _, rate in evals.values()], steps)
-        groups = param_groups(task.model, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
-        record.update(n_params=sum(p.numel() for p in task.model.parameters()),
-                      optimizer_groups=describe_groups(groups), spec=vars(data.spec) if hasattr(data.spec, "__dict__") else None,
-                      n_train=len(data.train), n_val=len(data.val), n_test=len(data.test))
+        task = SequenceTask(cfgs, data.spec, list(evals), [rate for _, rate in evals.values()], steps, seed=seed)
+        for member, r in zip(task.members, records):
+            groups = param_groups(member, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
+            r.update(n_params=sum(p.numel() for p in member.parameters()), optimizer_groups=describe_groups(groups),
+                     spec=vars(data.spec) if hasattr(data.spec, "__dict__") else None,
+                     n_train=len(data.train), n_val=len(data.val), n_test=len(data.test))
         show = tc.progress if progress is None else progress
-        callbacks = [RecordKeeper(run_dir, record, t0, wall0)]
+        callbacks = [RecordKeeper(run_dirs, records, ckpt, t0, wall0)]
         if show:
             callbacks.append(pl.callbacks.RichProgressBar(leave=False))
         trainer = pl.Trainer(
             max_epochs=tc.epochs, accelerator="gpu" if device.type == "cuda" else "cpu", devices=tc.devices,
             precision=tc.precision, gradient_clip_val=tc.grad_clip or None, logger=False,
             enable_checkpointing=False, enable_progress_bar=bool(show), enable_model_summary=False,
-            num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=str(run_dir),
+            num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=str(run_dirs[0]),
             limit_train_batches=limit, limit_val_batches=tc.limit_eval_batches, deterministic=tc.deterministic,
         )
-        ckpt = run_dir / CHECKPOINT
         trainer.fit(task, train_dataloaders=train, val_dataloaders=eval_loaders,
                     ckpt_path=str(ckpt) if ckpt.exists() else None,
                     weights_only=False)  # our own checkpoint: it holds the scheduler's state objects
-        history = task.history
-        best = best_epoch(history, data.spec.task)
-        total_train = sum(m.get("train_seconds", 0.0) for m in history)
-        samples = sum(m.get("train_samples_per_s", 0.0) * m.get("train_seconds", 0.0) for m in history)
-        record.update(status="completed", epochs=history, best_epoch=best["epoch"] if best else None,
-                      best=best, result=best.get(record["metric"]) if best else None,
-                      samples_per_s=samples / total_train if total_train else None,
-                      peak_gpu_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None)
-    except Diverged as e:
-        record.update(status="diverged", diverged_step=e.step, error=str(e))
+        task.check_finite()
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+        for k, r in enumerate(records):
+            if k in task.diverged:
+                r.update(status="diverged", diverged_step=task.diverged[k], error=f"loss is not finite at step {task.diverged[k]}")
+                continue
+            history = task.histories[k]
+            best = best_epoch(history, data.spec.task)
+            total_train = sum(m.get("train_seconds", 0.0) for m in history)
+            samples = sum(m.get("train_samples_per_s", 0.0) * m.get("train_seconds", 0.0) for m in history)
+            r.update(status="completed", epochs=history, best_epoch=best["epoch"] if best else None,
+                     best=best, result=best.get(r["metric"]) if best else None,
+                     samples_per_s=samples / total_train if total_train else None, peak_gpu_memory_mb=peak)
+    except Diverged as e:  # every member diverged
+        diverged = getattr(locals().get("task"), "diverged", {})
+        for k, r in enumerate(records):
+            step = diverged.get(k, e.step)
+            r.update(status="diverged", diverged_step=step, error=f"loss is not finite at step {step}")
     except UserError:  # bad input (e.g. data missing): not the run's fault, so it stays pending
-        record.update(status="pending")
+        for r in records:
+            r.update(status="pending")
         raise
     except KeyboardInterrupt:
-        record.update(status="failed", error="interrupted")
+        for r in records:
+            r.update(status="failed", error="interrupted")
         raise
     except Exception as e:  # the grid goes on; the record keeps the traceback
-        record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        for r in records:
+            r.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     finally:
-        record["wall_seconds"] = wall0 + time.perf_counter() - t0
-        write_json_atomic(run_dir / "record.json", record)
-    return record
+        for d, r in zip(run_dirs, records):
+            r["wall_seconds"] = wall0 + time.perf_counter() - t0
+            write_json_atomic(d / "record.json", r)
+    return records

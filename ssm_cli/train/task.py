@@ -1,4 +1,9 @@
-"""The LightningModule: one model on one dataset, with per-epoch metric history.
+"""The LightningModule: one model — or a pack of K models trained in lockstep — on one dataset,
+with per-epoch metric history per model.
+
+A pack (``ssm_cli.layers.packed``) trains K runs that differ only in their SSM cores on the same
+batches: the loss is the sum of the members' losses, so each member gets exactly its own gradient,
+and metrics, divergence and history are kept per member. A single run is the pack of one.
 
 Evaluation sets are ``val``, ``test`` and the dataset's extra views (e.g. ``test_8k``, evaluated
 with the model's rate set to 2). Every set is evaluated every epoch, so the record can report the
@@ -15,14 +20,14 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from ssm_cli.data.base import DataSpec
-from ssm_cli.train.model import build_model
+from ssm_cli.train.model import build_models
 
 
 CHECK_EVERY = 100
 
 
 class Diverged(RuntimeError):
-    """The training loss became NaN or Inf."""
+    """The training loss became NaN or Inf (of every member of a pack)."""
 
     def __init__(self, step: int):
         super().__init__(f"loss is not finite at step {step}")
@@ -30,17 +35,26 @@ class Diverged(RuntimeError):
 
 
 class SequenceTask(pl.LightningModule):
-    def __init__(self, cfg: DictConfig, spec: DataSpec, eval_names: list[str], eval_rates: list[float],
-                 steps_per_epoch: int):
+    """``cfgs``: one run's config, or the configs of a pack's members (same everything but the
+    model's SSM-core options; ``cfgs[0]`` gives the shared settings). ``seed``: each member's
+    model is built right after ``torch.manual_seed(seed)``, so a member starts from exactly the
+    weights its run would have alone."""
+
+    def __init__(self, cfgs: DictConfig | list[DictConfig], spec: DataSpec, eval_names: list[str],
+                 eval_rates: list[float], steps_per_epoch: int, seed: int | None = None):
         super().__init__()
-        self.cfg, self.spec = cfg, spec
+        cfgs = list(cfgs) if isinstance(cfgs, (list, tuple)) else [cfgs]
+        self.cfg, self.member_cfgs, self.K, self.spec = cfgs[0], cfgs, len(cfgs), spec
         self.eval_names, self.eval_rates = eval_names, eval_rates
         self.steps_per_epoch = steps_per_epoch
-        compile_post = cfg.trainer.compile
+        compile_post = self.cfg.trainer.compile
         if compile_post == "auto":
-            compile_post = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
-        self.model = build_model(cfg.model, spec, compile_post=bool(compile_post))
-        self.history: list[dict] = []  # one dict of metrics per finished epoch (saved in checkpoints)
+            compile_post = torch.cuda.is_available() and self.cfg.trainer.accelerator != "cpu"
+        self.model = build_models([c.model for c in cfgs], spec, compile_post=bool(compile_post), seed=seed)
+        self.members = list(self.model.members) if self.K > 1 else [self.model]
+        # per member: one dict of metrics per finished epoch (saved in checkpoints)
+        self.histories: list[list[dict]] = [[] for _ in range(self.K)]
+        self.diverged: dict[int, int] = {}  # member -> first step whose loss was not finite
         self.train_seconds = 0.0       # time spent in training steps, over all sessions
         self.steps_done = 0            # optimizer steps, over all sessions (the divergence step)
         # Manual optimisation: one code path for eager steps and CUDA-graph replays.
@@ -49,20 +63,37 @@ class SequenceTask(pl.LightningModule):
         self._reset_epoch()
 
     # ----- metrics
+    @property
+    def history(self) -> list[dict]:
+        """The history of a single run (member 0)."""
+        return self.histories[0]
+
     def _reset_epoch(self) -> None:
+        # sums per member: tensors of shape (K,) once the first batch is in
         self._train = {"loss": 0.0, "correct": 0.0, "n": 0}
         self._eval = {name: {"loss": 0.0, "correct": 0.0, "sq": 0.0, "n": 0} for name in self.eval_names}
         self._t_train = None
         self._epoch_train_seconds = 0.0
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-member mean losses (K,) of out (K, B, O) against y (B, ...)."""
         out = out.float()
+        K, B_ = out.shape[:2]
         if self.spec.task == "regression":
-            return F.mse_loss(out, y.float().view_as(out))
-        return F.cross_entropy(out, y)
+            return ((out - y.float().view(1, B_, -1)) ** 2).flatten(1).mean(1)  # (K)
+        return F.cross_entropy(out.flatten(0, 1), y.repeat(K), reduction="none").view(K, B_).mean(1)  # (K)
 
     def forward(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
-        return self.model(x, rate=rate)
+        """Logits (K, B, d_output); K = 1 for a single run."""
+        out = self.model(x, rate=rate)
+        return out if self.K > 1 else out[None]
+
+    def clip_gradients_(self) -> None:
+        """Gradient-norm clipping, member by member (``trainer.grad_clip``; 0 = off)."""
+        clip = self.cfg.trainer.grad_clip
+        if clip:
+            for m in self.members:
+                torch.nn.utils.clip_grad_norm_(m.parameters(), clip)
 
     def on_train_epoch_start(self) -> None:
         self._reset_epoch()
@@ -77,40 +108,48 @@ class SequenceTask(pl.LightningModule):
         if use_graph and self.graph_step is None:
             self.graph_step = CudaGraphStep(self, opt.optimizer)
         if use_graph and self.graph_step.accepts(x, y):
-            out, loss = self.graph_step(x, y)
+            out, losses = self.graph_step(x, y)
         else:
             out = self(x)
-            loss = self._loss(out, y)
+            losses = self._loss(out, y)
             opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            if self.cfg.trainer.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.grad_clip)
+            self.manual_backward(losses.sum())  # members share no parameters: each gets its own gradient
+            self.clip_gradients_()
             opt.step()
         sched.step()
         self.steps_done += 1
-        self._account(out.detach(), loss.detach(), y, batch_idx)
-        return loss
+        self._account(out.detach(), losses.detach(), y, batch_idx)
+        return losses.sum()
 
-    def _account(self, out: torch.Tensor, value: torch.Tensor, y: torch.Tensor, batch_idx: int) -> None:
-        """Accumulate loss/accuracy on the device; reading a value forces a GPU sync, so divergence
-        is checked every CHECK_EVERY steps, with the first bad step remembered exactly."""
+    def _account(self, out: torch.Tensor, losses: torch.Tensor, y: torch.Tensor, batch_idx: int) -> None:
+        """Accumulate per-member loss/accuracy on the device; reading a value forces a GPU sync, so
+        divergence is checked every CHECK_EVERY steps, with each member's first bad step remembered."""
         n = y.shape[0]
         t = self._train
-        t["loss"] = t["loss"] + value * n
+        t["loss"] = t["loss"] + losses * n  # (K)
         if self.spec.task == "classification":
-            t["correct"] = t["correct"] + (out.argmax(-1) == y).sum()
+            t["correct"] = t["correct"] + (out.argmax(-1) == y).sum(-1)  # (K)
         t["n"] += n
         if not isinstance(t.get("bad_step"), torch.Tensor):
-            t["bad_step"] = torch.full((), -1, dtype=torch.long, device=value.device)
-        bad = ~torch.isfinite(value) & (t["bad_step"] < 0)
+            t["bad_step"] = torch.full((self.K,), -1, dtype=torch.long, device=losses.device)
+        bad = ~torch.isfinite(losses) & (t["bad_step"] < 0)  # (K)
         t["bad_step"] = torch.where(bad, torch.full_like(t["bad_step"], self.steps_done - 1), t["bad_step"])
-        if batch_idx % CHECK_EVERY == CHECK_EVERY - 1 or not value.is_cuda:
+        if batch_idx % CHECK_EVERY == CHECK_EVERY - 1 or not losses.is_cuda:
             self.check_finite()
 
     def check_finite(self) -> None:
+        """Note members whose loss went non-finite; raise Diverged once every member has.
+
+        A diverged member of a pack trains on as dead weight (its NaNs stay in its own parameters);
+        the others are unaffected, and its record says where it diverged."""
         bad = self._train.get("bad_step")
-        if isinstance(bad, torch.Tensor) and int(bad) >= 0:
-            raise Diverged(int(bad))
+        if not isinstance(bad, torch.Tensor):
+            return
+        for k, step in enumerate(bad.tolist()):
+            if step >= 0 and k not in self.diverged:
+                self.diverged[k] = int(step)
+        if len(self.diverged) == self.K:
+            raise Diverged(min(self.diverged.values()))
 
     def on_validation_epoch_start(self) -> None:
         if self._t_train is not None:
@@ -123,44 +162,54 @@ class SequenceTask(pl.LightningModule):
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, y = batch
         name = self.eval_names[dataloader_idx]
-        out = self(x, rate=self.eval_rates[dataloader_idx])
+        out = self(x, rate=self.eval_rates[dataloader_idx])  # (K B O)
         acc = self._eval[name]
         n = y.shape[0]
-        acc["loss"] = acc["loss"] + self._loss(out, y).detach() * n
+        acc["loss"] = acc["loss"] + self._loss(out, y).detach() * n  # (K)
         if self.spec.task == "classification":
-            acc["correct"] = acc["correct"] + (out.argmax(-1) == y).sum()
+            acc["correct"] = acc["correct"] + (out.argmax(-1) == y).sum(-1)  # (K)
         else:
-            acc["sq"] = acc["sq"] + ((out.float() - y.float().view_as(out)) ** 2).sum()
+            acc["sq"] = acc["sq"] + ((out.float() - y.float().view(1, n, -1)) ** 2).flatten(1).sum(1)  # (K)
         acc["n"] += n
 
-    def epoch_metrics(self) -> dict:
-        """The finished epoch's metrics: accuracies in percent, RMSE for regression."""
+    def epoch_metrics(self) -> list[dict]:
+        """The finished epoch's metrics, one dict per member: accuracies in percent, RMSE for regression."""
         self.check_finite()
-        m: dict = {"epoch": self.current_epoch + 1, "step": self.steps_done,
-                   "lr": self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None,
-                   "train_seconds": self._epoch_train_seconds}
+
+        def per_member(v) -> list[float]:  # a (K,) tensor of sums -> K floats (one device sync)
+            return v.tolist() if isinstance(v, torch.Tensor) else [float(v)] * self.K
+
         t = self._train
+        common: dict = {"epoch": self.current_epoch + 1, "step": self.steps_done,
+                        "lr": self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None,
+                        "train_seconds": self._epoch_train_seconds}
+        ms = [dict(common) for _ in range(self.K)]
         if t["n"]:
-            m["train_loss"] = float(t["loss"]) / t["n"]
-            if self.spec.task == "classification":
-                m["train_acc"] = 100.0 * float(t["correct"]) / t["n"]
-            m["train_samples_per_s"] = t["n"] / max(self._epoch_train_seconds, 1e-9)
+            for m, loss, correct in zip(ms, per_member(t["loss"]), per_member(t["correct"])):
+                m["train_loss"] = loss / t["n"]
+                if self.spec.task == "classification":
+                    m["train_acc"] = 100.0 * correct / t["n"]
+                m["train_samples_per_s"] = t["n"] / max(self._epoch_train_seconds, 1e-9)
         for name, acc in self._eval.items():
             if not acc["n"]:
                 continue
-            m[f"{name}_loss"] = float(acc["loss"]) / acc["n"]
-            if self.spec.task == "classification":
-                m[f"{name}_acc"] = 100.0 * float(acc["correct"]) / acc["n"]
-            else:
-                m[f"{name}_rmse"] = math.sqrt(float(acc["sq"]) / (acc["n"] * self.spec.d_output))
-        return m
+            for m, loss, correct, sq in zip(ms, per_member(acc["loss"]), per_member(acc["correct"]), per_member(acc["sq"])):
+                m[f"{name}_loss"] = loss / acc["n"]
+                if self.spec.task == "classification":
+                    m[f"{name}_acc"] = 100.0 * correct / acc["n"]
+                else:
+                    m[f"{name}_rmse"] = math.sqrt(sq / (acc["n"] * self.spec.d_output))
+        return ms
 
     # ----- optimisation
     def configure_optimizers(self):
         from ssm_cli.layers import cosine_with_warmup, param_groups
 
         o, s = self.cfg.optimizer, self.cfg.scheduler
-        groups = param_groups(self.model, lr=o.lr, weight_decay=o.weight_decay)
+        # member by member, so a member's groups are those of its run alone (and can be cut out again)
+        per_member = [param_groups(m, lr=o.lr, weight_decay=o.weight_decay) for m in self.members]
+        self.group_counts = [len(g) for g in per_member]  # saved: a pack's checkpoint can be cut per member
+        groups = [g for gs in per_member for g in gs]
         for g in groups:
             g["initial_lr"] = float(g["lr"])  # schedules scale this float, never a tensor
         kwargs = {}
@@ -188,12 +237,18 @@ class SequenceTask(pl.LightningModule):
 
     # ----- checkpoints carry the history, so a resumed run continues its record
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["ssm_history"] = self.history
+        checkpoint["ssm_histories"] = self.histories
+        checkpoint["ssm_diverged"] = self.diverged
+        checkpoint["ssm_pack_groups"] = getattr(self, "group_counts", None)
         checkpoint["ssm_train_seconds"] = self.train_seconds
         checkpoint["ssm_steps_done"] = self.steps_done
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.history = list(checkpoint.get("ssm_history", []))
+        if "ssm_histories" in checkpoint:
+            self.histories = [list(h) for h in checkpoint["ssm_histories"]]
+        else:  # a single run's checkpoint of an earlier version
+            self.histories = [list(checkpoint.get("ssm_history", []))]
+        self.diverged = {int(k): int(v) for k, v in checkpoint.get("ssm_diverged", {}).items()}
         self.train_seconds = float(checkpoint.get("ssm_train_seconds", 0.0))
         self.steps_done = int(checkpoint.get("ssm_steps_done", 0))
 
@@ -228,13 +283,11 @@ class CudaGraphStep:
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             out = self.task(x)
-            loss = self.task._loss(out, y)
-        loss.backward()
-        clip = self.task.cfg.trainer.grad_clip
-        if clip:
-            torch.nn.utils.clip_grad_norm_(self.task.model.parameters(), clip)
+            losses = self.task._loss(out, y)  # (K)
+        losses.sum().backward()
+        self.task.clip_gradients_()
         self.optimizer.step()
-        return out, loss
+        return out, losses
 
     def _autocast(self):
         # Lightning's autocast (bf16-mixed) is active around training_step; captured code must not

@@ -27,7 +27,7 @@ def train_steps(cuda_graphs: bool, steps: int = 8) -> dict:
     else:
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(task(x), y).backward()
+            torch.nn.functional.cross_entropy(task(x)[0], y).backward()
             opt.step()
             sched.step()
     torch.cuda.synchronize()
