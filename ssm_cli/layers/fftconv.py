@@ -5,14 +5,17 @@ Two implementations of the same map:
 * ``fft_conv``: the readable reference, (B, H, L) layout, autograd through torch.fft (kept for tests).
 * ``FFTConv`` / ``conv``: what the cores run. One autograd Function with a hand-written backward,
   written to minimise full passes over (B, L, H)-sized tensors on a GPU:
-  - it reads and writes the (B, L, C*H) layout of the network directly (the transposes are fused
-    into the zero padding before the forward FFT and into the final copy that drops the padding);
+  - zero padding in one write per element: an empty (..., 2L) buffer whose first half receives the
+    (transposed) data and whose second half is zeroed, then rfft (no fill-then-copy);
   - the D skip term is folded into tap 0 of the kernel (a flat spectrum D), so there is no separate
     D*u pass forward and no D-gradient reduction backward (D's gradient is tap 0 of the kernel's);
   - the 1/(2L) of the inverse FFT is applied to the small kernel spectrum, not to the output;
-  - the backward transforms the time-reversed output gradient, whose spectrum is exp(2 pi i f/2L)
-    conj(G): the two correlations of the backward pass then need no conjugated copy of a
-    (B, H, L+1) spectrum, and no zero-fill/scatter of autograd's irfft/rfft backward.
+  - the output (B, L, C*H) is a strided view of the (B, C, H, 2L) inverse-FFT buffer, no copy;
+  - backward in correlation form, from G = rfft of the zero-padded output gradient in natural time
+    order: grad_u = irfft(sum_c G_c conj(K_c))[:L] (conj of the small kernel spectrum), returned as a
+    transposed view of the (B, H, 2L) buffer (no flip, no gather); the gradient of the circular kernel
+    is irfft(sum_b G conj(U)), tap r = lag r (causal kernel: taps 0..L-1; D: tap 0).
+    The conj(U) of that product is materialised by torch (one pass over U): see ``_batch_corr``.
 """
 from __future__ import annotations
 
@@ -49,11 +52,25 @@ def two_sided(k: torch.Tensor, k_back: torch.Tensor | None = None) -> torch.Tens
     return torch.cat([k, k_back.flip(-1)], dim=-1)  # (C H 2L)
 
 
+def _pad_rfft(x: torch.Tensor, n: int) -> torch.Tensor:
+    """rfft of x (..., L) zero-padded to n, x of any strides: one write per element of the buffer.
+
+    (F.pad / rfft(n=) zero-fill the whole buffer and then copy the data in: two passes.)
+    """
+    L = x.shape[-1]
+    buf = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=x.device)
+    buf[..., :L].copy_(x)  # the strided read (e.g. a transpose) is fused into this copy
+    buf[..., L:].zero_()
+    return torch.fft.rfft(buf)
+
+
 class FFTConv(torch.autograd.Function):
     """y (B, L, C*H) = causal/two-sided convolution of u (B, L, H) with k (C, H, L or 2L) + D u.
 
     k of length L: a causal kernel (zero-padded to 2L); of length 2L: the circular two-sided kernel
     of ``two_sided``. D (C, H) or None: the skip term, added to tap 0. Output channel c*H + h.
+    u and the incoming gradient may have any strides. The output and grad_u are strided views
+    (of the (B, C, H, 2L) and (B, H, 2L) inverse-FFT buffers), not contiguous tensors.
     """
 
     @staticmethod
@@ -64,12 +81,12 @@ class FFTConv(torch.autograd.Function):
         k_f = torch.fft.rfft(k, n=n, norm="forward")  # (C H L+1) = DFT(k) / n
         if D is not None:
             k_f = k_f.add(D[..., None], alpha=1.0 / n)  # (C H L+1) = DFT(k + D delta_0) / n
-        u_f = torch.fft.rfft(u.transpose(1, 2), n=n)  # (B H L+1); the zero padding does the transpose
+        u_f = _pad_rfft(u.transpose(1, 2), n)  # (B H L+1); the padding copy does the transpose
         y = torch.fft.irfft(u_f[:, None] * k_f, n=n, norm="forward")  # (B C H 2L), no 1/n pass
         ctx.save_for_backward(u_f, k_f)
         ctx.L, ctx.k_len, ctx.has_D = L, k.shape[-1], D is not None
-        # drop the padding and go back to (B, L, C, H) in one copy
-        return y[..., :L].permute(0, 3, 1, 2).contiguous().view(B_, L, C * H)  # (B L C*H)
+        # drop the padding, (B, L, C, H) order: a view; C stride = H * (H stride), so (C, H) flattens
+        return y.permute(0, 3, 1, 2)[:, :L].flatten(2)  # (B L C*H) view, no copy
 
     @staticmethod
     @once_differentiable
@@ -77,25 +94,35 @@ class FFTConv(torch.autograd.Function):
         u_f, k_f = ctx.saved_tensors  # (B H L+1), (C H L+1)
         L, n = ctx.L, 2 * ctx.L
         B_, C, H = u_f.shape[0], k_f.shape[0], u_f.shape[1]
-        g = g.reshape(B_, L, C, H).permute(0, 2, 3, 1)  # (B C H L) view
-        # spectrum of the reversed, zero-padded gradient: g at taps 2L-1 ... L (DFT = w^-f conj(G))
-        g_f = torch.fft.rfft(F.pad(g.flip(-1), (L, 0)))  # (B C H L+1)
+        g = g.unflatten(-1, (C, H)).permute(0, 2, 3, 1)  # (B C H L) view (splitting a dim never copies)
+        g_f = _pad_rfft(g, n)  # (B C H L+1) = G, spectrum of g zero-padded, natural time order
         grad_u = grad_k = grad_D = None
         if ctx.needs_input_grad[0]:
-            q_f = g_f * k_f  # (B C H L+1)
-            q_f = q_f[:, 0] if C == 1 else q_f.sum(1)  # (B H L+1)
-            q = torch.fft.irfft(q_f, n=n, norm="forward")  # (B H 2L): grad_u reversed at taps 2L-1 ... L
-            rev = torch.arange(n - 1, L - 1, -1, device=q.device)  # (L) taps 2L-1 ... L
-            # reversal and transpose back to (B, L, H) in one gather (flip would keep the (B H L) layout)
-            grad_u = torch.index_select(q.transpose(1, 2), 1, rev)  # (B L H) contiguous
+            # grad_u[s] = sum_{c,t} g_c[t] k_c[t - s]: a correlation, spectrum sum_c G_c conj(K_c)
+            k_c = k_f.conj().resolve_conj()  # (C H L+1), small: conjugate it, never the big side
+            q_f = g_f[:, 0] * k_c[0] if C == 1 else (g_f * k_c).sum(1)  # (B H L+1)
+            q = torch.fft.irfft(q_f, n=n, norm="forward")  # (B H 2L), 1/n already in k_f
+            grad_u = q[..., :L].transpose(1, 2)  # (B L H) view
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            s_f = (g_f * u_f[:, None]).sum(0)  # (C H L+1)
-            gk = torch.fft.irfft(s_f, n=n).flip(-1)  # (C H 2L): gradient of the circular kernel
+            # dk[r] = sum_{b,t} g[b,t] u[b,(t - r) mod 2L]: circular correlation, spectrum sum_b G conj(U)
+            s_f = _batch_corr(g_f, u_f)  # (C H L+1)
+            gk = torch.fft.irfft(s_f, n=n)  # (C H 2L): gradient of the circular kernel, tap r = lag r
             if ctx.needs_input_grad[1]:
-                grad_k = gk[..., :ctx.k_len]  # (C H L) or (C H 2L)
+                grad_k = gk[..., :ctx.k_len]  # causal: taps 0..L-1 (its zero padding has no gradient)
             if ctx.has_D and ctx.needs_input_grad[2]:
                 grad_D = gk[..., 0]  # (C H)
         return grad_u, grad_k, grad_D
+
+
+def _batch_corr(g_f: torch.Tensor, u_f: torch.Tensor) -> torch.Tensor:
+    """sum_b g_f[b, c, h, f] conj(u_f[b, h, f]): (B C H F), (B H F) -> (C H F).
+
+    mul + sum. Eager torch resolves the conj view of u_f into a copy (mul, linalg.vecdot and einsum
+    all do); batched-matmul forms (complex with a conj-transposed operand, or real 2x2 blocks over
+    view_as_real) avoid the product and the conj but were 2-4x slower on an H100 at B=250, H=128,
+    L=1024, so the conj pass is kept. Conjugating g_f instead costs the same for C=1, more for C>1.
+    """
+    return (g_f * u_f.conj()[:, None]).sum(0)
 
 
 def conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:

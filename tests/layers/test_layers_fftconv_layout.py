@@ -1,0 +1,134 @@
+"""FFTConv (strided views, correlation-form backward) against autograd through the reference fft_conv."""
+import pytest
+import torch
+
+from ssm_cli.layers.fftconv import FFTConv, conv, fft_conv
+
+F64 = torch.float64
+
+
+def reference(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:
+    """fft_conv + D u in the (B, L, C*H) layout; k (C, H, L) causal or (C, H, 2L) circular."""
+    B, L, H = u.shape
+    C = k.shape[0]
+    x = u.transpose(1, 2)  # (B H L)
+    if k.shape[-1] == 2 * L:  # circular kernel [k, reversed k_back] (two_sided)
+        y = fft_conv(x, k[..., :L], k[..., L:].flip(-1))
+    else:
+        y = fft_conv(x, k)
+    if D is not None:
+        y = y + D[None, :, :, None] * x[:, None]
+    return y.reshape(B, C * H, L).transpose(1, 2)
+
+
+def tight(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11 * max(1.0, b.abs().max().item()))
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+@pytest.mark.parametrize("C", [1, 2])
+@pytest.mark.parametrize("with_D", [False, True])
+@pytest.mark.parametrize("L", [1, 2, 7, 16])
+@pytest.mark.parametrize("B", [1, 3])
+def test_fftconv_values_and_grads_float64(two_sided, C, with_D, L, B):
+    torch.manual_seed(L + 10 * B + 100 * C)
+    H = 4
+    u = torch.randn(B, L, H, dtype=F64, requires_grad=True)
+    k = torch.randn(C, H, 2 * L if two_sided else L, dtype=F64, requires_grad=True)
+    D = torch.randn(C, H, dtype=F64, requires_grad=True) if with_D else None
+    new, ref = conv(u, k, D), reference(u, k, D)
+    assert new.shape == (B, L, C * H)
+    tight(new, ref)
+    gy = torch.randn_like(ref)
+    ins = [u, k] + ([D] if with_D else [])
+    for a, b in zip(torch.autograd.grad(new, ins, gy), torch.autograd.grad(ref, ins, gy)):
+        assert a.shape == b.shape
+        tight(a, b)
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+@pytest.mark.parametrize("C", [1, 2])
+def test_fftconv_gradcheck(two_sided, C):
+    torch.manual_seed(0)
+    B, L, H = 2, 5, 3
+    u = torch.randn(B, L, H, dtype=F64, requires_grad=True)
+    k = torch.randn(C, H, 2 * L if two_sided else L, dtype=F64, requires_grad=True)
+    D = torch.randn(C, H, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(FFTConv.apply, (u, k, D))
+    assert torch.autograd.gradcheck(lambda u, k: FFTConv.apply(u, k, None), (u, k))
+
+
+@pytest.mark.parametrize("C", [1, 2])
+def test_fftconv_output_and_input_grad_are_views_not_copies(C):
+    """y is a view of the (B, C, H, 2L) inverse-FFT buffer, grad_u one of the (B, H, 2L) buffer."""
+    B, L, H = 2, 8, 3
+    u = torch.randn(B, L, H, dtype=F64, requires_grad=True)
+    k = torch.randn(C, H, 2 * L, dtype=F64)
+    y = conv(u, k)
+    assert y._base is not None and y._base.shape == (B, C, H, 2 * L)
+    assert y.data_ptr() == y._base.data_ptr()
+    assert y.stride() == (C * H * 2 * L, 1, 2 * L)
+    assert y.untyped_storage().nbytes() == B * C * H * 2 * L * y.element_size()  # no second buffer
+    (gu,) = torch.autograd.grad(y, u, torch.randn_like(y))
+    assert gu._base is not None and gu._base.shape == (B, H, 2 * L)
+    assert gu.stride() == (H * 2 * L, 1, 2 * L)
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_fftconv_noncontiguous_input_and_gradient(two_sided):
+    """u a transposed view (as from a previous layer's output), g a non-contiguous tensor."""
+    torch.manual_seed(2)
+    B, L, H, C = 3, 9, 4, 2
+    u0 = torch.randn(B, H, L, dtype=F64, requires_grad=True)
+    u = u0.transpose(1, 2)  # (B L H), not contiguous
+    k = torch.randn(C, H, 2 * L if two_sided else L, dtype=F64, requires_grad=True)
+    D = torch.randn(C, H, dtype=F64, requires_grad=True)
+    gy = torch.randn(C * H, B, L, dtype=F64).permute(1, 2, 0)  # (B L C*H), not contiguous
+    assert not u.is_contiguous() and not gy.is_contiguous()
+    new, ref = conv(u, k, D), reference(u, k, D)
+    tight(new, ref)
+    ins = [u0, k, D]
+    for a, b in zip(torch.autograd.grad(new, ins, gy), torch.autograd.grad(ref, ins, gy)):
+        tight(a, b)
+    # and through a strided consumer of the (strided) output, as in the network
+    ln = torch.nn.LayerNorm(C * H, dtype=F64)
+    for a, b in zip(torch.autograd.grad(ln(conv(u, k, D)).square().sum(), ins),
+                    torch.autograd.grad(ln(reference(u, k, D)).square().sum(), ins)):
+        tight(a, b)
+
+
+@pytest.mark.parametrize("wanted", [(True, False, False), (False, True, False), (False, False, True),
+                                    (False, True, True)])
+def test_fftconv_partial_input_grads(wanted):
+    torch.manual_seed(3)
+    B, L, H, C = 2, 6, 3, 2
+    u = torch.randn(B, L, H, dtype=F64, requires_grad=wanted[0])
+    k = torch.randn(C, H, 2 * L, dtype=F64, requires_grad=wanted[1])
+    D = torch.randn(C, H, dtype=F64, requires_grad=wanted[2])
+    ins = [t for t, w in zip((u, k, D), wanted) if w]
+    gy = torch.randn(B, L, C * H, dtype=F64)
+    for a, b in zip(torch.autograd.grad(conv(u, k, D), ins, gy), torch.autograd.grad(reference(u, k, D), ins, gy)):
+        tight(a, b)
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_fftconv_float32_error_not_worse_than_reference(two_sided):
+    """float32 conv vs float64 truth: within a small factor of the float32 reference's own error."""
+    torch.manual_seed(4)
+    B, L, H, C = 4, 1024, 8, 1
+    u = torch.randn(B, L, H, dtype=F64, requires_grad=True)
+    k = (torch.randn(C, H, 2 * L if two_sided else L, dtype=F64) * 0.05).requires_grad_()
+    D = torch.randn(C, H, dtype=F64, requires_grad=True)
+    gy = torch.randn(B, L, C * H, dtype=F64)
+    ins = [u, k, D]
+    truth = [reference(u, k, D)] + list(torch.autograd.grad(reference(u, k, D), ins, gy))
+    ins32 = [t.detach().float().requires_grad_() for t in ins]
+    new_y = conv(*ins32)
+    new = [new_y] + list(torch.autograd.grad(new_y, ins32, gy.float()))
+    ref_y = reference(*ins32)
+    ref = [ref_y] + list(torch.autograd.grad(ref_y, ins32, gy.float()))
+    for t, a, b in zip(truth, new, ref):
+        scale = t.abs().max().item()
+        err_new = (a.double() - t).abs().max().item() / scale
+        err_ref = (b.double() - t).abs().max().item() / scale
+        assert err_new < 1e-5 and err_new <= 3 * err_ref + 1e-7, (err_new, err_ref)
