@@ -130,13 +130,30 @@ class PackedModel(nn.Module):
             h = torch.einsum("bld,khd->blkh", x, W) + self._stack(lambda m: m.encoder.bias)  # (B L K H)
         return h.reshape(*h.shape[:2], -1)  # (B L K*H)
 
+    @staticmethod
+    def _kernels(cores: list, L: int, rate: float) -> torch.Tensor:
+        """The members' convolution kernels side by side (C, K*H, L'); cores of one ``kernel_kind``
+        (e.g. S4D cores that differ only in init) are computed together in one pass."""
+        from .s4d import packed_conv_kernel
+
+        runs: list[list] = []  # maximal runs of consecutive cores of one kind, in member order
+        for c in cores:
+            kind = c.kernel_kind() if hasattr(c, "kernel_kind") else None
+            if runs and kind is not None and runs[-1][0] == kind:
+                runs[-1][1].append(c)
+            else:
+                runs.append([kind, [c]])
+        parts = [packed_conv_kernel(cs, L, rate) if kind is not None and len(cs) > 1 else cs[0].conv_kernel(L, rate=rate)
+                 for kind, cs in runs]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
     def _block(self, i: int, x: torch.Tensor, rate: float) -> torch.Tensor:
         blocks = [m.blocks[i] for m in self.members]
         B_, L = x.shape[:2]
         z = self._norm(x, [b.norm for b in blocks]) if self.prenorm else x  # (B L K*H)
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):  # kernel and FFT in float32 (FACTS §8)
-            k = torch.cat([b.core.conv_kernel(L, rate=rate).to(work) for b in blocks], dim=1)  # (C K*H L')
+            k = self._kernels([b.core for b in blocks], L, rate).to(work)  # (C K*H L')
             D = torch.cat([b.core.D.to(work) for b in blocks], dim=1)  # (C K*H)
             y = conv(z.to(work), k, D).to(x.dtype)  # (B L C*K*H), channel c*K*H + k*H + h
         C = k.shape[0]

@@ -175,6 +175,8 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
             num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=str(run_dirs[0]),
             limit_train_batches=limit, limit_val_batches=tc.limit_eval_batches, deterministic=tc.deterministic,
         )
+        for r in records:  # data, model, loaders: what a run spends before its first step
+            r["setup_seconds"] = time.perf_counter() - t0
         trainer.fit(task, train_dataloaders=train, val_dataloaders=eval_loaders,
                     ckpt_path=str(ckpt) if ckpt.exists() else None,
                     weights_only=False)  # our own checkpoint: it holds the scheduler's state objects

@@ -74,6 +74,8 @@ class SequenceTask(pl.LightningModule):
         self._eval = {name: {"loss": 0.0, "correct": 0.0, "sq": 0.0, "n": 0} for name in self.eval_names}
         self._t_train = None
         self._epoch_train_seconds = 0.0
+        self._t_eval = None
+        self._epoch_eval_seconds = 0.0
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-member mean losses (K,) of out (K, B, O) against y (B, ...)."""
@@ -158,6 +160,14 @@ class SequenceTask(pl.LightningModule):
             self._epoch_train_seconds += time.perf_counter() - self._t_train
             self._t_train = None
         self.check_finite()
+        self._t_eval = time.perf_counter()
+
+    def on_validation_epoch_end(self) -> None:
+        if self._t_eval is not None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self._epoch_eval_seconds += time.perf_counter() - self._t_eval
+            self._t_eval = None
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, y = batch
@@ -182,7 +192,7 @@ class SequenceTask(pl.LightningModule):
         t = self._train
         common: dict = {"epoch": self.current_epoch + 1, "step": self.steps_done,
                         "lr": self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None,
-                        "train_seconds": self._epoch_train_seconds}
+                        "train_seconds": self._epoch_train_seconds, "eval_seconds": self._epoch_eval_seconds}
         ms = [dict(common) for _ in range(self.K)]
         if t["n"]:
             for m, loss, correct in zip(ms, per_member(t["loss"]), per_member(t["correct"])):

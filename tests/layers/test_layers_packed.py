@@ -124,3 +124,33 @@ def test_bidirectional_mismatch_is_refused():
     b = SequenceModel(3, 5, d_model=8, n_layers=1, d_state=4, core_options={"bidirectional": False})
     with pytest.raises(UserError, match="bidirectional"):
         PackedModel([a, b])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("disc", ["zoh", "bilinear", "dss"])
+@pytest.mark.parametrize("channels,n_ssm", [(1, 1), (2, None), (1, 4)])
+def test_packed_conv_kernel_equals_each_cores_kernel(bidirectional, disc, channels, n_ssm):
+    from ssm_cli.layers import build
+    from ssm_cli.layers.s4d import packed_conv_kernel
+
+    common = dict(disc=disc, bidirectional=bidirectional, channels=channels, n_ssm=n_ssm)
+    cores = [build("s4d", 8, 6, init=init, seed=i, **common).double()
+             for i, init in enumerate(["inv", "lin", "legs", "real", "rand"])]
+    assert len({c.kernel_kind() for c in cores}) == 1
+    for rate in (1.0, 2.0):
+        ref = torch.cat([c.conv_kernel(16, rate=rate) for c in cores], dim=1)
+        torch.testing.assert_close(packed_conv_kernel(cores, 16, rate), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_pack_kernels_of_mixed_kinds_keep_member_order():
+    from ssm_cli.layers import build
+
+    cores = [build("s4d", 8, 4, init="inv", seed=0), build("s4d", 8, 4, init="lin", seed=1),
+             build("s4d", 8, 4, disc="bilinear", seed=2), build("s4", 8, 4, seed=3),
+             build("s4d", 8, 4, init="real", seed=4), build("s4d", 8, 4, init="legs", seed=5)]
+    cores = [c.double() for c in cores]
+    ref = torch.cat([c.conv_kernel(16) for c in cores], dim=1)
+    torch.testing.assert_close(PackedModel._kernels(cores, 16, 1.0), ref, rtol=1e-12, atol=1e-12)
+    # gradients reach every core's own parameters
+    PackedModel._kernels(cores, 16, 1.0).square().sum().backward()
+    assert all(c.log_dt.grad is not None and torch.isfinite(c.log_dt.grad).all() for c in cores)
