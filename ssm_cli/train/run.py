@@ -60,20 +60,20 @@ class RecordKeeper(pl.Callback):
         metrics = task.epoch_metrics()
         task.train_seconds += task._epoch_train_seconds
         wall = self.wall0 + time.perf_counter() - self.t0
-        for k, (run_dir, record) in enumerate(zip(self.run_dirs, self.records)):
+        for k, record in enumerate(self.records):
             if k in task.diverged:  # a diverged member of a pack: its record says where, no more epochs
-                if record["status"] != "diverged":
-                    record.update(status="diverged", diverged_step=task.diverged[k],
-                                  error=f"loss is not finite at step {task.diverged[k]}", wall_seconds=wall)
-                    write_json_atomic(run_dir / "record.json", record)
+                record.update(status="diverged", diverged_step=task.diverged[k],
+                              error=f"loss is not finite at step {task.diverged[k]}")
                 continue
             task.histories[k].append(metrics[k])
             record["epochs"] = task.histories[k]
             record["wall_seconds"] = wall
-            write_json_atomic(run_dir / "record.json", record)
+        # checkpoint first: a record never shows an epoch that a resume would compute again
         tmp = self.ckpt.with_name(f".{self.ckpt.name}.tmp")
         trainer.save_checkpoint(tmp)
         os.replace(tmp, self.ckpt)
+        for run_dir, record in zip(self.run_dirs, self.records):
+            write_json_atomic(run_dir / "record.json", record)
 
 
 def execute(run_dir: Path, progress: bool | None = None) -> dict:
