@@ -128,7 +128,9 @@ class PackedModel(nn.Module):
         else:
             W = self._stack(lambda m: m.encoder.weight)  # (K H d_in)
             h = torch.einsum("bld,khd->blkh", x, W) + self._stack(lambda m: m.encoder.bias)  # (B L K H)
-        return h.reshape(*h.shape[:2], -1)  # (B L K*H)
+        # float32 residual stream from the start (under autocast the einsum gives bf16; the blocks
+        # return float32): every block's compiled tail then sees one input signature
+        return h.reshape(*h.shape[:2], -1).to(torch.promote_types(h.dtype, torch.float32))  # (B L K*H)
 
     @staticmethod
     def _kernels(cores: list, L: int, rate: float) -> torch.Tensor:

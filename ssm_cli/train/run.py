@@ -126,10 +126,11 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     from ssm_cli.data import load_dataset
     from ssm_cli.layers import describe_groups, param_groups
     from ssm_cli.train.loaders import ON_DEVICE_LIMIT_BYTES, dataset_nbytes, make_loader
-    from ssm_cli.train.task import Diverged, SequenceTask
+    from ssm_cli.train.task import Diverged, SequenceTask, trace
 
     cfg = cfgs[0]  # a pack's members share everything but their SSM cores
     t0 = time.perf_counter()
+    trace("fit starts")
     wall0 = max(float(r.get("wall_seconds") or 0.0) for r in records)
     for r in records:
         r.update(status="running", attempts=r.get("attempts", 0) + 1, environment=environment(),
@@ -177,6 +178,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         )
         for r in records:  # data, model, loaders: what a run spends before its first step
             r["setup_seconds"] = time.perf_counter() - t0
+        trace(f"setup done ({len(records)} run(s))")
         trainer.fit(task, train_dataloaders=train, val_dataloaders=eval_loaders,
                     ckpt_path=str(ckpt) if ckpt.exists() else None,
                     weights_only=False)  # our own checkpoint: it holds the scheduler's state objects

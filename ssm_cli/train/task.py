@@ -12,6 +12,8 @@ test metric at the best validation epoch without keeping one checkpoint per epoc
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 
 import pytorch_lightning as pl
@@ -24,6 +26,16 @@ from ssm_cli.train.model import build_models
 
 
 CHECK_EVERY = 100
+TRACE = bool(os.environ.get("SSM_TRACE"))  # SSM_TRACE=1: timestamps of start-up phases on stderr
+
+
+def trace(what: str) -> None:
+    """Print seconds since ssm_cli was imported (the process start, near enough), after a GPU sync."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    from ssm_cli import STARTED
+
+    print(f"[trace {time.perf_counter() - STARTED:8.2f} s] {what}", file=sys.stderr, flush=True)
 
 
 class Diverged(RuntimeError):
@@ -121,6 +133,8 @@ class SequenceTask(pl.LightningModule):
         sched.step()
         self.steps_done += 1
         self._account(out.detach(), losses.detach(), y, batch_idx)
+        if TRACE and (self.steps_done <= 8 or self.steps_done % 300 == 0):
+            trace(f"step {self.steps_done} done")
         return losses.sum()
 
     def _account(self, out: torch.Tensor, losses: torch.Tensor, y: torch.Tensor, batch_idx: int) -> None:
@@ -163,6 +177,8 @@ class SequenceTask(pl.LightningModule):
         self._t_eval = time.perf_counter()
 
     def on_validation_epoch_end(self) -> None:
+        if TRACE:
+            trace(f"evaluation of epoch {self.current_epoch + 1} done")
         if self._t_eval is not None:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
@@ -319,6 +335,8 @@ class CudaGraphStep:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.out, self.loss = self._step(self.x, self.y)
+            if TRACE:
+                trace("training step captured in a CUDA graph")
         self.x.copy_(x)
         self.y.copy_(y)
         self.graph.replay()
