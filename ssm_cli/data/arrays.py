@@ -49,6 +49,18 @@ class ArrayDataset(Dataset):
         y = torch.tensor(y, dtype=torch.int64) if np.issubdtype(self.targets.dtype, np.integer) else torch.as_tensor(y, dtype=torch.float32)
         return x, y
 
+    def tensors(self, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """All items stacked, (x (n, ...), y (n, ...)), as ``__getitem__`` gives them one by one;
+        vectorised when the transform has a ``batch`` form (None otherwise)."""
+        batch = getattr(self.transform, "batch", None)
+        if batch is None:
+            return None
+        parts = [batch(self.inputs[self.indices[i:i + chunk]]) for i in range(0, len(self.indices), chunk)]
+        x = torch.cat(parts) if parts else torch.empty(0)
+        integer = np.issubdtype(self.targets.dtype, np.integer)
+        y = torch.as_tensor(self.targets, dtype=torch.int64 if integer else torch.float32)
+        return x, y
+
     def __getstate__(self):
         state = dict(self.__dict__)
         if isinstance(self.inputs, np.memmap) and self.inputs.filename:
@@ -122,13 +134,22 @@ class ToSequence:
         self.step = step
 
     def __call__(self, row: np.ndarray) -> torch.Tensor:
-        x = np.asarray(row).reshape(-1, self.channels)  # (L, C)
+        return self.batch(np.asarray(row)[None])[0]
+
+    def batch(self, rows: np.ndarray) -> torch.Tensor:
+        """The same map on a stack of rows (n, ...) -> (n, L, channels), vectorised."""
+        rows = np.asarray(rows)
+        if not rows.flags.writeable or not rows.flags.c_contiguous:  # e.g. one row of a memmap: copy it
+            rows = np.array(rows, order="C")
+        x = torch.from_numpy(rows).reshape(len(rows), -1, self.channels)  # (n, L, C)
         if self.order is not None:
-            x = x[self.order]
+            x = x[:, torch.from_numpy(self.order)]
         if self.step != 1:
-            x = x[:: self.step]
-        x = (x.astype(np.float32) * self.scale - self.mean) / self.std
-        return torch.from_numpy(np.ascontiguousarray(x))
+            x = x[:, :: self.step]
+        # torch, not numpy: multithreaded; the same float32 operations in the same order
+        x = (x.to(torch.float32) * torch.from_numpy(np.array(self.scale))
+             - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)
+        return x.contiguous()
 
 
 class ToTokens:
@@ -141,7 +162,11 @@ class ToTokens:
         self.offset = offset
 
     def __call__(self, row: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(row).reshape(-1).astype(np.int64) + self.offset)
+        return self.batch(np.asarray(row)[None])[0]
+
+    def batch(self, rows: np.ndarray) -> torch.Tensor:
+        """The same map on a stack of rows (n, ...) -> (n, L), vectorised."""
+        return torch.from_numpy(np.asarray(rows).reshape(len(rows), -1).astype(np.int64) + self.offset)
 
 
 def uint8_channel_stats(images: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:

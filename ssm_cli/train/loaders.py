@@ -18,6 +18,9 @@ def dataset_tensors(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """All items of a map-style dataset stacked: (x (n ...), y (n ...))."""
     if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
         return ds.tensors
+    fast = ds.tensors() if callable(getattr(ds, "tensors", None)) else None  # e.g. ArrayDataset, vectorised
+    if fast is not None:
+        return fast
     xs, ys = [], []
     for x, y in DataLoader(ds, batch_size=1024, shuffle=False, num_workers=0):
         xs.append(x)
