@@ -154,3 +154,19 @@ def test_pack_kernels_of_mixed_kinds_keep_member_order():
     # gradients reach every core's own parameters
     PackedModel._kernels(cores, 16, 1.0).square().sum().backward()
     assert all(c.log_dt.grad is not None and torch.isfinite(c.log_dt.grad).all() for c in cores)
+
+
+@pytest.mark.parametrize("K", [1, 3, 10])
+def test_packed_linear_is_each_members_linear(K):
+    from ssm_cli.layers.packed import packed_linear
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 5, K * 6, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(K, 4, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(K, 4, dtype=torch.float64, requires_grad=True)
+    out = packed_linear(z, W, b)  # K=10: the batched-matmul path
+    ref = torch.cat([F.linear(z[..., 6 * k:6 * (k + 1)], W[k], b[k]) for k in range(K)], dim=-1)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    for a, c in zip(torch.autograd.grad(out, (z, W, b), g), torch.autograd.grad(ref, (z, W, b), g)):
+        torch.testing.assert_close(a, c)
