@@ -232,6 +232,8 @@ def make_variant(v: Variant, a: argparse.Namespace, device: torch.device, s4=Non
 
 
 def variants_from_args(a: argparse.Namespace) -> list[Variant]:
+    if a.no_ours:
+        return [Variant("reference", "reference")]
     out = [Variant("ours", "ours")]
     if not a.no_reference:
         out.append(Variant("reference", "reference"))
@@ -336,7 +338,8 @@ def train_on_data(variants: list[Variant], a: argparse.Namespace, device: torch.
     xs, ys, xv, yv = xs.to(device), ys.to(device), xv.to(device), yv.to(device)
     steps_per_epoch = math.ceil(len(xs) / a.batch)
     graph = a.graph and device.type == "cuda"
-    pairs = [Variant("ours" + ("+graph" if graph else "") + ("+bf16" if a.bf16 else ""), "ours", bf16=a.bf16, graph=graph)]
+    pairs = [] if a.no_ours else [Variant("ours" + ("+graph" if graph else "") + ("+bf16" if a.bf16 else ""), "ours",
+                                          bf16=a.bf16, graph=graph)]
     if not a.no_reference:
         pairs.append(Variant("reference", "reference"))
     s4 = load_reference(a.reference) if not a.no_reference else None
@@ -351,11 +354,12 @@ def train_on_data(variants: list[Variant], a: argparse.Namespace, device: torch.
             sync(device)
             t0, n, total = time.perf_counter(), 0, 0.0
             for xb, yb in v.batches:
-                total += float(v.step(xb, yb)) * len(xb)
+                total = total + v.step(xb, yb).detach() * len(xb)  # summed on the device: no sync per step
                 v.sched.step()
                 n += len(xb)
             sync(device)
             dt = time.perf_counter() - t0
+            total = float(total)
             acc = evaluate(v, xv, yv, a.eval_batch)
             v.history.append({"epoch": epoch, "train_loss": total / n, "val_acc": acc, "train_samples_per_s": n / dt})
         row = "  ".join(f"{v.name}: val acc {v.history[-1]['val_acc']:.4f} loss {v.history[-1]['train_loss']:.4f} "
@@ -423,6 +427,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--reference", default=".ref/s4.py", help="path of the reference s4.py (state-spaces/s4)")
     p.add_argument("--no-reference", action="store_true", help="time ours only (no reference file needed)")
+    p.add_argument("--no-ours", action="store_true",
+                   help="the reference only (e.g. several processes at once: the reference's grid sharing a GPU)")
     p.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:1 ...")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--L", type=int, default=1024, help="sequence length of the random data")
@@ -470,6 +476,9 @@ def main(argv=None) -> int:
     if a.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if a.no_ours and a.no_reference:
+        print("error: --no-ours and --no-reference leave nothing to run", file=sys.stderr)
+        return 2
     if not a.no_reference and not os.path.isfile(a.reference):
         print(f"error: reference file {a.reference!r} not found; pass --reference PATH or --no-reference",
               file=sys.stderr)
@@ -482,7 +491,7 @@ def main(argv=None) -> int:
         if v.name in ("ours", "reference"):
             params[v.name] = {"total": sum(p.numel() for p in v.model.parameters()),
                               "by_name": param_breakdown(v.model), "groups": summarize_groups(v.groups)}
-    if "reference" in params:
+    if "reference" in params and "ours" in params:
         po, pr = params["ours"]["total"], params["reference"]["total"]
         params["relative_difference"] = (po - pr) / pr
 
