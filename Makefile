@@ -7,6 +7,7 @@ ARGS ?=
 ABLATIONS ?= init init_perturb disc B real kernel
 REPRO_DATASETS ?= scifar sc35 listops lra_text lra_retrieval lra_image pathfinder pathx
 JOBS ?= 4
+PACK ?= 5   # runs of a grid that differ only in their SSM cores train as one network (launcher.pack)
 
 .PHONY: install demo test reproduce reproduce-short clean
 
@@ -30,7 +31,7 @@ reproduce: PRESET = paper
 reproduce-short: PRESET = short
 reproduce reproduce-short: $(BIN)/ssm
 	@for d in $(REPRO_DATASETS); do for a in $(ABLATIONS); do \
-	  $(BIN)/ssm run ablation=$$a dataset=$$d preset=$(PRESET) launcher=local launcher.jobs=$(JOBS) $(ARGS) || exit $$?; \
+	  $(BIN)/ssm run ablation=$$a dataset=$$d preset=$(PRESET) launcher=local launcher.jobs=$(JOBS) launcher.pack=$(PACK) $(ARGS) || exit $$?; \
 	  mkdir -p experiments/results/$$d-$(PRESET); \
 	  $(BIN)/ssm table outputs --ablation $$a --dataset $$d --preset $(PRESET) --format json --out experiments/results/$$d-$(PRESET)/$$a.json; \
 	done; \
