@@ -7,7 +7,8 @@ ARGS ?=
 ABLATIONS ?= init init_perturb disc B real kernel
 REPRO_DATASETS ?= scifar sc35 listops lra_text lra_retrieval lra_image pathfinder pathx
 JOBS ?= 4
-PACK ?= 5   # runs of a grid that differ only in their SSM cores train as one network (launcher.pack)
+# runs of a grid that differ only in their SSM cores train as one network (launcher.pack)
+PACK ?= 5
 
 .PHONY: install demo test reproduce reproduce-short clean
 
