@@ -132,3 +132,49 @@ def test_fftconv_float32_error_not_worse_than_reference(two_sided):
         err_new = (a.double() - t).abs().max().item() / scale
         err_ref = (b.double() - t).abs().max().item() / scale
         assert err_new < 1e-5 and err_new <= 3 * err_ref + 1e-7, (err_new, err_ref)
+
+
+@pytest.mark.parametrize("n", [2, 8, 34, 2048])
+def test_half_spectrum_inverse_is_the_real_inverse(n):
+    """irfft_product's GPU path: a half-length complex inverse FFT of _half_spectrum = irfft of a*b."""
+    from ssm_cli.layers.fftconv import _half_spectrum
+
+    torch.manual_seed(n)
+    a = torch.fft.rfft(torch.randn(3, 1, 4, n, dtype=torch.float64))
+    b = torch.fft.rfft(torch.randn(2, 4, n, dtype=torch.float64))
+    ref = torch.fft.irfft(a * b, n=n, norm="forward")  # (3 2 4 n)
+    z = _half_spectrum(torch.view_as_real(a), torch.view_as_real(b))
+    y = torch.view_as_real(torch.fft.ifft(torch.view_as_complex(z.contiguous()), norm="forward")).flatten(-2)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12 * ref.abs().max().item())
+
+
+@pytest.mark.gpu
+def test_irfft_product_on_the_gpu():
+    from ssm_cli.layers.fftconv import irfft_product
+
+    torch.manual_seed(0)
+    a = torch.fft.rfft(torch.randn(5, 1, 8, 2048, device="cuda"))
+    b = torch.fft.rfft(torch.randn(8, 2048, device="cuda"))
+    ref = torch.fft.irfft(a * b, n=2048, norm="forward")
+    torch.testing.assert_close(irfft_product(a, b, 2048), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C", [1, 2])
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_fftconv_on_the_gpu_equals_the_reference(C, two_sided):
+    torch.manual_seed(C)
+    B_, L, H = 4, 256, 16
+    u = torch.randn(B_, L, H, dtype=torch.float64)
+    k = torch.randn(C, H, 2 * L if two_sided else L, dtype=torch.float64) / L
+    D = torch.randn(C, H, dtype=torch.float64)
+    g = torch.randn(B_, L, C * H, dtype=torch.float64)
+
+    def run(device, dtype):
+        ts = [t.to(device, dtype).requires_grad_() for t in (u, k, D)]
+        y = conv(*ts)
+        grads = torch.autograd.grad(y, ts, g.to(device, dtype))
+        return [t.double().cpu() for t in (y, *grads)]
+
+    for got, ref in zip(run("cuda", torch.float32), run("cpu", torch.float64)):
+        torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
