@@ -64,48 +64,6 @@ def _pad_rfft(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.fft.rfft(buf)
 
 
-def _half_spectrum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Z (..., L, 2) from X = a * b (..., L+1, 2) (complex numbers as real pairs, broadcasting):
-    Z[k] = (X[k] + conj X[L-k]) + i e^{i pi k / L} (X[k] - conj X[L-k]), k = 0 .. L-1.
-
-    The inverse complex FFT of length L of Z, unscaled, interleaves (even, odd) samples of the
-    unscaled inverse real FFT of length 2L of X (X's DC and Nyquist bins real, as products of
-    real-signal spectra are). Written in real arithmetic so that torch.compile fuses the product,
-    the mirrored read and the twiddle into one pass (``irfft_product``).
-    """
-    ar, ai, br, bi = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
-    xr, xi = ar * br - ai * bi, ar * bi + ai * br  # (... L+1): X
-    L = xr.shape[-1] - 1
-    kr, ki = xr[..., :L], xi[..., :L]  # X[k]
-    mr, mi = xr.flip(-1)[..., :L], xi.flip(-1)[..., :L]  # X[L-k]
-    sr, si = kr + mr, ki - mi  # X[k] + conj X[L-k]
-    dr, di = kr - mr, ki + mi  # X[k] - conj X[L-k]
-    theta = torch.arange(L, device=xr.device, dtype=xr.dtype) * (torch.pi / L)
-    c, s = torch.cos(theta), torch.sin(theta)
-    return torch.stack([sr - c * di - s * dr, si + c * dr - s * di], dim=-1)  # (... L 2)
-
-
-_half_spectrum_compiled = None
-
-
-def irfft_product(a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tensor:
-    """``torch.fft.irfft(a * b, n=n, norm="forward")`` for complex spectra a, b (..., n/2+1), n even.
-
-    As an inverse complex FFT of half the length (``_half_spectrum``): on a GPU the product and the
-    pre-processing are one compiled pass, and the complex-to-complex FFT needs no defensive copy of
-    its input (cuFFT's complex-to-real transform overwrites its input, so torch copies it first) —
-    two full passes fewer than the product + irfft. Elsewhere: the plain formula.
-    """
-    global _half_spectrum_compiled
-    if not a.is_cuda or a.dtype != torch.complex64:
-        return torch.fft.irfft(a * b, n=n, norm="forward")
-    if _half_spectrum_compiled is None:
-        _half_spectrum_compiled = torch.compile(_half_spectrum, dynamic=False)
-    z = _half_spectrum_compiled(torch.view_as_real(a), torch.view_as_real(b))  # (... n/2 2)
-    z = torch.fft.ifft(torch.view_as_complex(z), norm="forward")  # (... n/2) = y[2j] + i y[2j+1]
-    return torch.view_as_real(z).flatten(-2)  # (... n)
-
-
 class FFTConv(torch.autograd.Function):
     """y (B, L, C*H) = causal/two-sided convolution of u (B, L, H) with k (C, H, L or 2L) + D u.
 
@@ -124,7 +82,7 @@ class FFTConv(torch.autograd.Function):
         if D is not None:
             k_f = k_f.add(D[..., None], alpha=1.0 / n)  # (C H L+1) = DFT(k + D delta_0) / n
         u_f = _pad_rfft(u.transpose(1, 2), n)  # (B H L+1); the padding copy does the transpose
-        y = irfft_product(u_f[:, None], k_f, n)  # (B C H 2L), no 1/n pass
+        y = torch.fft.irfft(u_f[:, None] * k_f, n=n, norm="forward")  # (B C H 2L), no 1/n pass
         ctx.save_for_backward(u_f, k_f)
         ctx.L, ctx.k_len, ctx.has_D = L, k.shape[-1], D is not None
         # drop the padding, (B, L, C, H) order: a view; C stride = H * (H stride), so (C, H) flattens
@@ -142,10 +100,8 @@ class FFTConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # grad_u[s] = sum_{c,t} g_c[t] k_c[t - s]: a correlation, spectrum sum_c G_c conj(K_c)
             k_c = k_f.conj().resolve_conj()  # (C H L+1), small: conjugate it, never the big side
-            if C == 1:
-                q = irfft_product(g_f[:, 0], k_c[0], n)  # (B H 2L), 1/n already in k_f
-            else:
-                q = torch.fft.irfft((g_f * k_c).sum(1), n=n, norm="forward")  # (B H 2L)
+            q_f = g_f[:, 0] * k_c[0] if C == 1 else (g_f * k_c).sum(1)  # (B H L+1)
+            q = torch.fft.irfft(q_f, n=n, norm="forward")  # (B H 2L), 1/n already in k_f
             grad_u = q[..., :L].transpose(1, 2)  # (B L H) view
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             # dk[r] = sum_{b,t} g[b,t] u[b,(t - r) mod 2L]: circular correlation, spectrum sum_b G conj(U)
