@@ -132,3 +132,24 @@ def test_fftconv_float32_error_not_worse_than_reference(two_sided):
         err_new = (a.double() - t).abs().max().item() / scale
         err_ref = (b.double() - t).abs().max().item() / scale
         assert err_new < 1e-5 and err_new <= 3 * err_ref + 1e-7, (err_new, err_ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C", [1, 2])
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_fftconv_on_the_gpu_equals_the_reference(C, two_sided):
+    torch.manual_seed(C)
+    B_, L, H = 4, 256, 16
+    u = torch.randn(B_, L, H, dtype=torch.float64)
+    k = torch.randn(C, H, 2 * L if two_sided else L, dtype=torch.float64) / L
+    D = torch.randn(C, H, dtype=torch.float64)
+    g = torch.randn(B_, L, C * H, dtype=torch.float64)
+
+    def run(device, dtype):
+        ts = [t.to(device, dtype).requires_grad_() for t in (u, k, D)]
+        y = conv(*ts)
+        grads = torch.autograd.grad(y, ts, g.to(device, dtype))
+        return [t.double().cpu() for t in (y, *grads)]
+
+    for got, ref in zip(run("cuda", torch.float32), run("cpu", torch.float64)):
+        torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
