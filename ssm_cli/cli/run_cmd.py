@@ -1,14 +1,13 @@
 """``ssm run``: plan the grid, show it, run what is not done, print the table."""
 from __future__ import annotations
 
-import os
-
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ssm_cli.errors import UserError
+from ssm_cli.trace import trace
 from ssm_cli.train.grid import find_identical, plan, reuse, run_local, run_serial, todo
 from ssm_cli.train.pack import make_units, pack_key
 
@@ -75,9 +74,7 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
 
         launcher = first.launcher
         units = make_units(work, pack_size)
-        if os.environ.get("SSM_TRACE"):
-            from ssm_cli.train.task import trace
-            trace(f"grid planned: {len(units)} unit(s)")
+        trace(f"grid planned: {len(units)} unit(s)")
         packs = [u for u in units if len(u) > 1]
         if packs:
             progress.console.print(f"  {len(packs)} pack(s) of {', '.join(str(len(u)) for u in packs)} runs "

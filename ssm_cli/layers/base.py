@@ -24,6 +24,23 @@ def register(module: nn.Module, name: str, value: torch.Tensor, trainable: bool 
     module.register_parameter(name, p)
 
 
+def check_sizes(core: str, d_model: int, d_state: int, channels: int, n_ssm: int | None,
+                dt_min: float, dt_max: float) -> int:
+    """The checks every core's constructor makes; returns S, the number of (A, B) copies.
+
+    ``core`` names the core in the odd-d_state message (e.g. "the S4 core")."""
+    if d_state % 2:
+        raise UserError(f"d_state must be even for {core}; got {d_state}")
+    if d_model < 1 or channels < 1:
+        raise UserError(f"d_model and channels must be >= 1; got d_model={d_model}, channels={channels}")
+    S = d_model if n_ssm is None else n_ssm
+    if S < 1 or d_model % S:
+        raise UserError(f"n_ssm={n_ssm} must divide d_model={d_model}")
+    if not 0 < dt_min <= dt_max:
+        raise UserError(f"need 0 < dt_min <= dt_max; got dt_min={dt_min}, dt_max={dt_max}")
+    return S
+
+
 class SSMCore(nn.Module):
     """Base class: subclasses implement ``kernel(L, rate)`` -> (C, H, L) or, bidirectional, (2, C, H, L).
 

@@ -29,7 +29,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
-from .base import SSMCore, register
+from .base import SSMCore, check_sizes, register
 from .hippo import nplr
 from .transforms import inverse, transform
 
@@ -56,15 +56,7 @@ class DPLRSSM(SSMCore):
         super().__init__()
         self.options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         H, N = d_model, d_state
-        if N % 2:
-            raise UserError(f"d_state must be even for the S4 core; got {N}")
-        if H < 1 or channels < 1:
-            raise UserError(f"d_model and channels must be >= 1; got d_model={H}, channels={channels}")
-        S = H if n_ssm is None else n_ssm
-        if S < 1 or H % S:
-            raise UserError(f"n_ssm={n_ssm} must divide d_model={H}")
-        if not 0 < dt_min <= dt_max:
-            raise UserError(f"need 0 < dt_min <= dt_max; got dt_min={dt_min}, dt_max={dt_max}")
+        S = check_sizes("the S4 core", H, N, channels, n_ssm, dt_min, dt_max)
         self.d_model, self.d_state, self.channels, self.n_ssm = H, N, channels, S
         self.init, self.bidirectional, self.real_transform = init, bidirectional, real_transform
         gen = torch.Generator().manual_seed(seed) if seed is not None else None

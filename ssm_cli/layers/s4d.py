@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
-from .base import SSMCore, register
+from .base import SSMCore, check_sizes, register
 from .discretize import discretize, dss_scale, zoh_weights
 from .fftconv import two_sided
 from .init import diagonal_init
@@ -68,17 +68,9 @@ class DiagonalSSM(SSMCore):
         super().__init__()
         self.options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         H, N = d_model, d_state
-        if N % 2:
-            raise UserError(f"d_state must be even for the diagonal core (N/2 complex modes); got {N}")
-        if H < 1 or channels < 1:
-            raise UserError(f"d_model and channels must be >= 1; got d_model={H}, channels={channels}")
-        S = H if n_ssm is None else n_ssm
-        if S < 1 or H % S:
-            raise UserError(f"n_ssm={n_ssm} must divide d_model={H}")
+        S = check_sizes("the diagonal core (N/2 complex modes)", H, N, channels, n_ssm, dt_min, dt_max)
         if block is not None and block < 1:
             raise UserError(f"block must be >= 1 or None; got {block}")
-        if not 0 < dt_min <= dt_max:
-            raise UserError(f"need 0 < dt_min <= dt_max; got dt_min={dt_min}, dt_max={dt_max}")
         self.d_model, self.d_state, self.channels, self.n_ssm = H, N, channels, S
         self.init, self.disc, self.bidirectional, self.block = init, disc, bidirectional, block
         self.real_transform, self.imag_transform = real_transform, imag_transform

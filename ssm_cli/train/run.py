@@ -126,7 +126,8 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     from ssm_cli.data import load_dataset
     from ssm_cli.layers import describe_groups, param_groups
     from ssm_cli.train.loaders import ON_DEVICE_LIMIT_BYTES, dataset_nbytes, make_loader
-    from ssm_cli.train.task import Diverged, SequenceTask, trace
+    from ssm_cli.trace import trace
+    from ssm_cli.train.task import Diverged, SequenceTask
 
     cfg = cfgs[0]  # a pack's members share everything but their SSM cores
     t0 = time.perf_counter()
@@ -141,7 +142,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    device = None
+    device = task = None
     try:
         seed = int(cfg.run.seed)
         pl.seed_everything(seed, workers=True, verbose=False)
@@ -196,7 +197,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
                      best=best, result=best.get(r["metric"]) if best else None,
                      samples_per_s=samples / total_train if total_train else None, peak_gpu_memory_mb=peak)
     except Diverged as e:  # every member diverged
-        diverged = getattr(locals().get("task"), "diverged", {})
+        diverged = task.diverged if task is not None else {}
         for k, r in enumerate(records):
             step = diverged.get(k, e.step)
             r.update(status="diverged", diverged_step=step, error=f"loss is not finite at step {step}")

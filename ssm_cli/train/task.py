@@ -12,8 +12,6 @@ test metric at the best validation epoch without keeping one checkpoint per epoc
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 
 import pytorch_lightning as pl
@@ -22,20 +20,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from ssm_cli.data.base import DataSpec
+from ssm_cli.trace import trace
 from ssm_cli.train.model import build_models
 
 
 CHECK_EVERY = 100
-TRACE = bool(os.environ.get("SSM_TRACE"))  # SSM_TRACE=1: timestamps of start-up phases on stderr
-
-
-def trace(what: str) -> None:
-    """Print seconds since ssm_cli was imported (the process start, near enough), after a GPU sync."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-    from ssm_cli import STARTED
-
-    print(f"[trace {time.perf_counter() - STARTED:8.2f} s] {what}", file=sys.stderr, flush=True)
 
 
 class Diverged(RuntimeError):
@@ -56,7 +45,7 @@ class SequenceTask(pl.LightningModule):
                  eval_rates: list[float], steps_per_epoch: int, seed: int | None = None):
         super().__init__()
         cfgs = list(cfgs) if isinstance(cfgs, (list, tuple)) else [cfgs]
-        self.cfg, self.member_cfgs, self.K, self.spec = cfgs[0], cfgs, len(cfgs), spec
+        self.cfg, self.K, self.spec = cfgs[0], len(cfgs), spec
         self.eval_names, self.eval_rates = eval_names, eval_rates
         self.steps_per_epoch = steps_per_epoch
         compile_post = self.cfg.trainer.compile
@@ -75,11 +64,6 @@ class SequenceTask(pl.LightningModule):
         self._reset_epoch()
 
     # ----- metrics
-    @property
-    def history(self) -> list[dict]:
-        """The history of a single run (member 0)."""
-        return self.histories[0]
-
     def _reset_epoch(self) -> None:
         # sums per member: tensors of shape (K,) once the first batch is in
         self._train = {"loss": 0.0, "correct": 0.0, "n": 0}
@@ -133,7 +117,7 @@ class SequenceTask(pl.LightningModule):
         sched.step()
         self.steps_done += 1
         self._account(out.detach(), losses.detach(), y, batch_idx)
-        if TRACE and (self.steps_done <= 8 or self.steps_done % 300 == 0):
+        if self.steps_done <= 8 or self.steps_done % 300 == 0:
             trace(f"step {self.steps_done} done")
         return losses.sum()
 
@@ -177,8 +161,7 @@ class SequenceTask(pl.LightningModule):
         self._t_eval = time.perf_counter()
 
     def on_validation_epoch_end(self) -> None:
-        if TRACE:
-            trace(f"evaluation of epoch {self.current_epoch + 1} done")
+        trace(f"evaluation of epoch {self.current_epoch + 1} done")
         if self._t_eval is not None:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
@@ -335,8 +318,7 @@ class CudaGraphStep:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.out, self.loss = self._step(self.x, self.y)
-            if TRACE:
-                trace("training step captured in a CUDA graph")
+            trace("training step captured in a CUDA graph")
         self.x.copy_(x)
         self.y.copy_(y)
         self.graph.replay()

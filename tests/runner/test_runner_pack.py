@@ -168,3 +168,12 @@ def test_pack_of_runs_that_all_diverge(ssm, tmp_path):
     assert p.returncode == 1
     rs = records(out)
     assert {r["status"] for r in rs.values()} == {"diverged"} and {r["diverged_step"] for r in rs.values()} == {0}
+
+
+def test_start_up_trace_only_with_ssm_trace(ssm, tmp_path):
+    args = ["run", *SMOKE, "trainer.epochs=1", "launcher.pack=1"]
+    quiet = ssm(*args, f"out_dir={tmp_path / 'a'}")
+    assert "[trace" not in quiet.stderr + quiet.stdout
+    loud = ssm(*args, f"out_dir={tmp_path / 'b'}", env={"SSM_TRACE": "1"})
+    for phase in ("grid planned", "fit starts", "setup done", "step 1 done", "evaluation of epoch 1 done"):
+        assert phase in loud.stderr, phase
