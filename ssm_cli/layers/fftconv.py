@@ -52,21 +52,16 @@ def two_sided(k: torch.Tensor, k_back: torch.Tensor | None = None) -> torch.Tens
     return torch.cat([k, k_back.flip(-1)], dim=-1)  # (C H 2L)
 
 
-def _pad_rfft(x: torch.Tensor, n: int, dtype: torch.dtype | None = None, norm: str = "backward",
-              scale: torch.Tensor | None = None) -> torch.Tensor:
+def _pad_rfft(x: torch.Tensor, n: int) -> torch.Tensor:
     """rfft of x (..., L) zero-padded to n, x of any strides: one write per element of the buffer.
 
-    (F.pad / rfft(n=) zero-fill the whole buffer and then copy the data in: two passes.) ``dtype``:
-    the buffer's (and so the FFT's) dtype; ``scale``: a factor applied in the same copy.
+    (F.pad / rfft(n=) zero-fill the whole buffer and then copy the data in: two passes.)
     """
     L = x.shape[-1]
-    buf = torch.empty(*x.shape[:-1], n, dtype=dtype or x.dtype, device=x.device)
-    if scale is None:
-        buf[..., :L].copy_(x)  # the strided read (e.g. a transpose) and any cast are fused into this copy
-    else:
-        torch.mul(x, scale, out=buf[..., :L])
+    buf = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=x.device)
+    buf[..., :L].copy_(x)  # the strided read (e.g. a transpose) is fused into this copy
     buf[..., L:].zero_()
-    return torch.fft.rfft(buf, norm=norm)
+    return torch.fft.rfft(buf)
 
 
 class FFTConv(torch.autograd.Function):
@@ -130,79 +125,9 @@ def _batch_corr(g_f: torch.Tensor, u_f: torch.Tensor) -> torch.Tensor:
     return (g_f * u_f.conj()[:, None]).sum(0)
 
 
-class FFTConvHalf(torch.autograd.Function):
-    """``FFTConv`` with the big FFTs, spectra and products in float16 (cuFFT's half precision: CUDA
-    only, power-of-two FFT sizes). Inputs, output and gradients stay float32; the kernel spectrum
-    is computed in float32 and rounded once.
-
-    Scaling keeps every float16 value in range: the spectra are "ortho" (1/sqrt(n) each way, so a
-    spectrum of an O(1) signal is O(1)), and the incoming gradient (O(1e-6) per element in a
-    network: float16's subnormal range) is divided by its largest magnitude before rounding and the
-    gradients are multiplied back in float32. The output is written into a float32 (B, C, H, L)
-    buffer by the cast itself (no extra pass) and returned as the same strided view as ``FFTConv``.
-    """
-
-    @staticmethod
-    def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:
-        B_, L, H = u.shape
-        C, n = k.shape[0], 2 * L
-        k_f = torch.fft.rfft(k, n=n, norm="ortho")  # (C H L+1) = DFT(k) / sqrt(n), float32
-        if D is not None:
-            k_f = k_f.add(D[..., None], alpha=n ** -0.5)  # D at tap 0: flat spectrum D / sqrt(n)
-        k_h = k_f.to(torch.complex32)
-        u_f = _pad_rfft(u.transpose(1, 2), n, dtype=torch.float16, norm="ortho")  # (B H L+1) half
-        y_h = torch.fft.irfft(u_f[:, None] * k_h, n=n, norm="forward")  # (B C H 2L) half: DFT(u)DFT(k)/n
-        y = torch.empty(B_, C, H, L, dtype=u.dtype, device=u.device)
-        y.copy_(y_h[..., :L])  # contiguous rows: one read of half the buffer, one float32 write
-        ctx.save_for_backward(u_f, k_h)
-        ctx.L, ctx.k_len, ctx.has_D = L, k.shape[-1], D is not None
-        return y.permute(0, 3, 1, 2).flatten(2)  # (B L C*H) view
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g: torch.Tensor):
-        u_f, k_h = ctx.saved_tensors  # (B H L+1), (C H L+1) complex32
-        L, n = ctx.L, 2 * ctx.L
-        B_, C, H = u_f.shape[0], k_h.shape[0], u_f.shape[1]
-        g = g.unflatten(-1, (C, H)).permute(0, 2, 3, 1)  # (B C H L) view
-        # the gradient rounded to float16 after division by its largest magnitude (a GPU scalar: no sync)
-        top = g.abs().amax().clamp_min(torch.finfo(torch.float32).tiny)
-        g_f = _pad_rfft(g, n, dtype=torch.float16, norm="ortho", scale=top.reciprocal())  # (B C H L+1)
-        grad_u = grad_k = grad_D = None
-        if ctx.needs_input_grad[0]:
-            k_c = k_h.conj().resolve_conj()
-            q_f = g_f[:, 0] * k_c[0] if C == 1 else (g_f * k_c).sum(1)  # (B H L+1)
-            q = torch.fft.irfft(q_f, n=n, norm="forward")  # (B H 2L) half
-            grad_u = torch.empty(B_, H, L, dtype=torch.float32, device=g.device)
-            torch.mul(q[..., :L], top, out=grad_u)  # undo the scaling in float32
-            grad_u = grad_u.transpose(1, 2)  # (B L H) view
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            s_f = _batch_corr_half(g_f, u_f)  # (C H L+1) complex64 = sum_b DFT(g) conj DFT(u) / n
-            gk = torch.fft.irfft(s_f, n=n, norm="forward") * top  # (C H 2L) float32
-            if ctx.needs_input_grad[1]:
-                grad_k = gk[..., :ctx.k_len]
-            if ctx.has_D and ctx.needs_input_grad[2]:
-                grad_D = gk[..., 0]
-        return grad_u, grad_k, grad_D
-
-
-def _batch_corr_half(g_f: torch.Tensor, u_f: torch.Tensor) -> torch.Tensor:
-    """sum_b g_f[b, c, h, f] conj(u_f[b, h, f]) for complex32 spectra, accumulated in complex64."""
-    return (g_f * u_f.conj()[:, None]).sum(0, dtype=torch.complex64)
-
-
-FFT_DTYPES = ("float32", "float16")
-
-
-def conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None,
-         fft_dtype: str = "float32") -> torch.Tensor:
+def conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
     """u (B, L, H), k (C, H, L) causal or (C, H, 2L) two-sided (``two_sided``), D (C, H) -> (B, L, C*H).
 
     Same numbers (up to float rounding) as ``fft_conv`` plus D u, in the network's layout.
-    ``fft_dtype="float16"``: the FFTs in half precision (``FFTConvHalf``; CUDA only, 2L a power of two).
     """
-    if fft_dtype == "float32" or u.dtype == torch.float64:
-        return FFTConv.apply(u, k, D)
-    if fft_dtype != "float16":
-        raise ValueError(f"unknown fft_dtype {fft_dtype!r}; valid: {', '.join(FFT_DTYPES)}")
-    return FFTConvHalf.apply(u, k, D)
+    return FFTConv.apply(u, k, D)
