@@ -1,6 +1,6 @@
 """Training throughput of a pack of K sCIFAR ablation models (``launcher.pack=K``) vs one model.
 
-    python benchmarks/pack_speed.py --K 1 2 5 [--bf16] [--no-compile] [--json out.json]
+    python benchmarks/pack_speed.py --K 1 2 5 [--bf16] [--no-compile] [--eager-spectra] [--json out.json]
 
 Each variant: K ``SequenceModel`` s of the sCIFAR ablation protocol (FACTS §2; inits cycling through
 inv, lin, legs, real, rand) packed as one ``PackedModel`` (K = 1: the plain model), AdamW
@@ -34,6 +34,10 @@ def build(K: int, a, device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
                                      core_options=core, norm="layer", prenorm=False, dropout=0.1, tie_dropout=True,
                                      final_act="identity", pool="mean", compile_post=not a.no_compile and K == 1))
     model = (members[0] if K == 1 else PackedModel(members, compile_post=not a.no_compile)).to(device)
+    if a.eager_spectra:  # keep the compiled tails, but the spectral products as complex torch ops
+        for m in model.modules():
+            if hasattr(m, "compile_spectra"):
+                m.compile_spectra = False
     groups = [g for m in members for g in param_groups(m, lr=0.01, weight_decay=0.01)]
     for g in groups:
         g["lr"] = torch.tensor(float(g["lr"]), device=device)
@@ -89,6 +93,8 @@ def main(argv=None) -> int:
     ap.add_argument("--d-state", type=int, default=64)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (kernels and FFTs stay float32)")
     ap.add_argument("--no-compile", action="store_true", help="no torch.compile of the block tails")
+    ap.add_argument("--eager-spectra", action="store_true",
+                    help="FFT convolution's spectral products as complex torch ops (compile_spectra off)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None)

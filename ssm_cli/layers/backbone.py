@@ -74,9 +74,11 @@ class Block(nn.Module):
         self.glu = final_act == "glu"
         self.out = nn.Linear(d_core, 2 * d_model if self.glu else d_model)
         self.final_act = _activation("gelu" if final_act == "gelu" else "identity")
-        # opt-in: torch.compile only the real-valued elementwise/GEMM tail (activation, dropout,
-        # linear, residual, norm), where fusion saves full passes; the complex/FFT core stays eager.
+        # opt-in: torch.compile the real-valued elementwise/GEMM tail (activation, dropout, linear,
+        # residual, norm), where fusion saves full passes, and the core's spectral products (as real
+        # arithmetic); the FFTs and the kernel stay eager.
         self.compile_post = compile_post
+        core.compile_spectra = compile_post  # and the FFT convolution's spectral products (fftconv.conv)
         self._post_compiled = torch.compile(self.post, dynamic=False) if compile_post else None
 
     def post(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +104,8 @@ class SequenceModel(nn.Module):
     Returns logits (B, d_output). ``rate`` scales every core's step (e.g. 2.0 for a signal sampled
     at half the training rate). ``core_options`` go to ``build`` (see CORE_OPTIONS); an int
     ``seed`` there seeds layer i with seed + i. ``compile_post`` (off by default, GPU only in
-    practice): torch.compile the real-valued tail of every block (see ``Block.post``).
+    practice): torch.compile the real-valued tail of every block (see ``Block.post``) and the
+    spectral products of its FFT convolution (``fftconv.conv(compiled=True)``).
     """
 
     def __init__(self, d_input: int, d_output: int, *, d_model: int = 128, n_layers: int = 4, core: str = "s4d",

@@ -50,6 +50,7 @@ class SSMCore(nn.Module):
     d_model: int
     channels: int
     bidirectional: bool
+    compile_spectra: bool = False  # FFT convolution's spectral products torch.compile'd (CUDA; fftconv.conv)
 
     def _init_D(self, generator: torch.Generator | None = None) -> None:
         self.D = nn.Parameter(torch.randn(self.channels, self.d_model, generator=generator))  # (C H)
@@ -75,7 +76,7 @@ class SSMCore(nn.Module):
         with torch.autocast(device_type=u.device.type, enabled=False):
             k = self.conv_kernel(L, rate=rate).to(work)  # (C H L) or two-sided (C H 2L)
             # one fused FFT convolution in the (B, L, H) layout, D folded into tap 0 (fftconv.py)
-            y = conv(u.to(work), k, self.D.to(work))  # (B L C*H)
+            y = conv(u.to(work), k, self.D.to(work), compiled=self.compile_spectra)  # (B L C*H)
         return y.to(dtype)
 
     def conv_kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:

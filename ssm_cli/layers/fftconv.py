@@ -15,7 +15,12 @@ Two implementations of the same map:
     order: grad_u = irfft(sum_c G_c conj(K_c))[:L] (conj of the small kernel spectrum), returned as a
     transposed view of the (B, H, 2L) buffer (no flip, no gather); the gradient of the circular kernel
     is irfft(sum_b G conj(U)), tap r = lag r (causal kernel: taps 0..L-1; D: tap 0).
-    The conj(U) of that product is materialised by torch (one pass over U): see ``_batch_corr``.
+    As complex torch ops the conj(U) of that product is materialised (one pass over U, see
+    ``_batch_corr``) and so is the (B, C, H, F) product before the batch sum;
+  - ``compiled=True`` (CUDA, set by the models' ``compile_post``): the three spectral products run as
+    torch.compile'd real arithmetic on view_as_real tensors (``product_real``, ``grads_real``): one
+    fused kernel each, no conj copy, the batch sum inside the kernel. The complex ops stay the
+    reference (and the CPU path); tests check the real forms against them.
 """
 from __future__ import annotations
 
@@ -74,17 +79,18 @@ class FFTConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, compiled: bool = False) -> torch.Tensor:
         B_, L, H = u.shape
         C, n = k.shape[0], 2 * L
+        compiled = compiled and u.is_cuda
         # kernel spectrum with 1/n of the inverse FFT and D folded in (D at tap 0 = flat spectrum D)
         k_f = torch.fft.rfft(k, n=n, norm="forward")  # (C H L+1) = DFT(k) / n
         if D is not None:
             k_f = k_f.add(D[..., None], alpha=1.0 / n)  # (C H L+1) = DFT(k + D delta_0) / n
         u_f = _pad_rfft(u.transpose(1, 2), n)  # (B H L+1); the padding copy does the transpose
-        y = torch.fft.irfft(u_f[:, None] * k_f, n=n, norm="forward")  # (B C H 2L), no 1/n pass
+        y = torch.fft.irfft(_spectral_product(u_f, k_f, compiled), n=n, norm="forward")  # (B C H 2L), no 1/n pass
         ctx.save_for_backward(u_f, k_f)
-        ctx.L, ctx.k_len, ctx.has_D = L, k.shape[-1], D is not None
+        ctx.L, ctx.k_len, ctx.has_D, ctx.compiled = L, k.shape[-1], D is not None, compiled
         # drop the padding, (B, L, C, H) order: a view; C stride = H * (H stride), so (C, H) flattens
         return y.permute(0, 3, 1, 2)[:, :L].flatten(2)  # (B L C*H) view, no copy
 
@@ -97,21 +103,86 @@ class FFTConv(torch.autograd.Function):
         g = g.unflatten(-1, (C, H)).permute(0, 2, 3, 1)  # (B C H L) view (splitting a dim never copies)
         g_f = _pad_rfft(g, n)  # (B C H L+1) = G, spectrum of g zero-padded, natural time order
         grad_u = grad_k = grad_D = None
-        if ctx.needs_input_grad[0]:
-            # grad_u[s] = sum_{c,t} g_c[t] k_c[t - s]: a correlation, spectrum sum_c G_c conj(K_c)
-            k_c = k_f.conj().resolve_conj()  # (C H L+1), small: conjugate it, never the big side
-            q_f = g_f[:, 0] * k_c[0] if C == 1 else (g_f * k_c).sum(1)  # (B H L+1)
+        need_u = ctx.needs_input_grad[0]
+        need_k = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        # grad_u[s] = sum_{c,t} g_c[t] k_c[t - s]: a correlation, spectrum q_f = sum_c G_c conj(K_c);
+        # dk[r] = sum_{b,t} g[b,t] u[b,(t - r) mod 2L]: circular correlation, spectrum s_f = sum_b G conj(U)
+        q_f, s_f = _spectral_grads(g_f, u_f, k_f, need_u, need_k, ctx.compiled)  # (B H L+1), (C H L+1)
+        if need_u:
             q = torch.fft.irfft(q_f, n=n, norm="forward")  # (B H 2L), 1/n already in k_f
             grad_u = q[..., :L].transpose(1, 2)  # (B L H) view
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            # dk[r] = sum_{b,t} g[b,t] u[b,(t - r) mod 2L]: circular correlation, spectrum sum_b G conj(U)
-            s_f = _batch_corr(g_f, u_f)  # (C H L+1)
+        if need_k:
             gk = torch.fft.irfft(s_f, n=n)  # (C H 2L): gradient of the circular kernel, tap r = lag r
             if ctx.needs_input_grad[1]:
                 grad_k = gk[..., :ctx.k_len]  # causal: taps 0..L-1 (its zero padding has no gradient)
             if ctx.has_D and ctx.needs_input_grad[2]:
                 grad_D = gk[..., 0]  # (C H)
-        return grad_u, grad_k, grad_D
+        return grad_u, grad_k, grad_D, None
+
+
+# ---- the spectral products: complex torch ops, or (``compiled``, CUDA) one torch.compile'd kernel of
+# real arithmetic per product (no conj copy, no (B C H F) product before the batch sum) ------------
+def _spectral_product(u_f: torch.Tensor, k_f: torch.Tensor, compiled: bool) -> torch.Tensor:
+    """u_f (B H F) * k_f (C H F) -> (B C H F), complex."""
+    if compiled:
+        y = _compiled("product")(torch.view_as_real(u_f), torch.view_as_real(k_f))
+        return torch.view_as_complex(y)
+    return u_f[:, None] * k_f
+
+
+def _spectral_grads(g_f: torch.Tensor, u_f: torch.Tensor, k_f: torch.Tensor, need_q: bool, need_s: bool,
+                    compiled: bool):
+    """q_f = sum_c g_f conj(k_f) (B H F) and s_f = sum_b g_f conj(u_f) (C H F), complex; None where
+    not needed. g_f (B C H F), u_f (B H F), k_f (C H F)."""
+    if compiled:
+        out = _compiled(f"grads{int(need_q)}{int(need_s)}")(
+            torch.view_as_real(g_f), torch.view_as_real(u_f), torch.view_as_real(k_f))
+        q, s = out
+        return (torch.view_as_complex(q) if need_q else None), (torch.view_as_complex(s) if need_s else None)
+    q_f = s_f = None
+    if need_q:
+        C = k_f.shape[0]
+        k_c = k_f.conj().resolve_conj()  # (C H F), small: conjugate it, never the big side
+        q_f = g_f[:, 0] * k_c[0] if C == 1 else (g_f * k_c).sum(1)
+    if need_s:
+        s_f = _batch_corr(g_f, u_f)
+    return q_f, s_f
+
+
+def product_real(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``u_f[:, None] * k_f`` on view_as_real tensors: u (B H F 2), k (C H F 2) -> (B C H F 2)."""
+    ur, ui = u[:, None, ..., 0], u[:, None, ..., 1]
+    kr, ki = k[..., 0], k[..., 1]
+    return torch.stack([ur * kr - ui * ki, ur * ki + ui * kr], dim=-1)
+
+
+def grads_real(g: torch.Tensor, u: torch.Tensor, k: torch.Tensor, need_q: bool = True, need_s: bool = True):
+    """``_spectral_grads`` on view_as_real tensors: g (B C H F 2), u (B H F 2), k (C H F 2) ->
+    q (B H F 2) = sum_c g conj(k), s (C H F 2) = sum_b g conj(u) (None where not needed)."""
+    gr, gi = g[..., 0], g[..., 1]
+    q = s = None
+    if need_q:
+        kr, ki = k[..., 0], k[..., 1]
+        q = torch.stack([(gr * kr + gi * ki).sum(1), (gi * kr - gr * ki).sum(1)], dim=-1)
+    if need_s:
+        ur, ui = u[:, None, ..., 0], u[:, None, ..., 1]
+        s = torch.stack([(gr * ur + gi * ui).sum(0), (gi * ur - gr * ui).sum(0)], dim=-1)
+    return q, s
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(name: str):
+    """torch.compile'd ``product_real`` / ``grads_real`` (one per need pattern), made on first use."""
+    if name not in _COMPILED:
+        if name == "product":
+            fn = product_real
+        else:
+            need_q, need_s = bool(int(name[-2])), bool(int(name[-1]))
+            fn = lambda g, u, k: grads_real(g, u, k, need_q, need_s)  # noqa: E731
+        _COMPILED[name] = torch.compile(fn, dynamic=False, fullgraph=True)
+    return _COMPILED[name]
 
 
 def _batch_corr(g_f: torch.Tensor, u_f: torch.Tensor) -> torch.Tensor:
@@ -125,9 +196,10 @@ def _batch_corr(g_f: torch.Tensor, u_f: torch.Tensor) -> torch.Tensor:
     return (g_f * u_f.conj()[:, None]).sum(0)
 
 
-def conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
+def conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None, compiled: bool = False) -> torch.Tensor:
     """u (B, L, H), k (C, H, L) causal or (C, H, 2L) two-sided (``two_sided``), D (C, H) -> (B, L, C*H).
 
     Same numbers (up to float rounding) as ``fft_conv`` plus D u, in the network's layout.
+    ``compiled``: the spectral products as torch.compile'd real arithmetic (CUDA only; ignored on CPU).
     """
-    return FFTConv.apply(u, k, D)
+    return FFTConv.apply(u, k, D, compiled)

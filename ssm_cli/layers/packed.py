@@ -108,7 +108,8 @@ class PackedModel(nn.Module):
     """K ``SequenceModel`` s of the same shape, run as one: x -> logits (K, B, d_output).
 
     ``members`` keep their parameters (``self.members[k]`` is a plain SequenceModel); the input
-    batch is shared. ``compile_post``: torch.compile the packed block tail (GPU).
+    batch is shared. ``compile_post``: torch.compile the packed block tail and the FFT convolution's
+    spectral products (GPU; ``fftconv.conv(compiled=True)``).
     """
 
     def __init__(self, members: Sequence[SequenceModel], compile_post: bool = False):
@@ -124,6 +125,7 @@ class PackedModel(nn.Module):
         self.tail = PackedTail(ref.blocks[0], self.K)
         # a compiled function, not a module: no second copy of the tail in the module tree
         self._tail = torch.compile(self.tail.forward, dynamic=False) if compile_post else self.tail
+        self.compile_spectra = compile_post
 
     # ---- pieces -------------------------------------------------------------------------------
     def _stack(self, get) -> torch.Tensor:
@@ -176,7 +178,7 @@ class PackedModel(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):  # kernel and FFT in float32 (FACTS §8)
             k = self._kernels([b.core for b in blocks], L, rate).to(work)  # (C K*H L')
             D = torch.cat([b.core.D.to(work) for b in blocks], dim=1)  # (C K*H)
-            y = conv(z.to(work), k, D).to(x.dtype)  # (B L C*K*H), channel c*K*H + k*H + h
+            y = conv(z.to(work), k, D, compiled=self.compile_spectra).to(x.dtype)  # (B L C*K*H), channel c*K*H + k*H + h
         C = k.shape[0]
         if C > 1:  # member-major features: (B, L, K, C*H) as each member's output linear expects
             y = y.reshape(B_, L, C, self.K, self.H).transpose(2, 3).reshape(B_, L, -1)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ssm_cli.layers.fftconv import FFTConv, conv, fft_conv
+from ssm_cli.layers.fftconv import FFTConv, _batch_corr, conv, fft_conv, grads_real, product_real
 
 F64 = torch.float64
 
@@ -134,10 +134,38 @@ def test_fftconv_float32_error_not_worse_than_reference(two_sided):
         assert err_new < 1e-5 and err_new <= 3 * err_ref + 1e-7, (err_new, err_ref)
 
 
+@pytest.mark.parametrize("C", [1, 3])
+def test_real_arithmetic_spectral_products_equal_the_complex_ones(C):
+    """The forms ``compiled=True`` compiles (on view_as_real tensors) = the complex torch ops."""
+    torch.manual_seed(5)
+    B_, H, Fr = 4, 3, 9
+    cplx = lambda *shape: torch.randn(*shape, dtype=torch.complex128)  # noqa: E731
+    u_f, k_f, g_f = cplx(B_, H, Fr), cplx(C, H, Fr), cplx(B_, C, H, Fr)
+    r = torch.view_as_real
+    y = torch.view_as_complex(product_real(r(u_f), r(k_f)))
+    tight(y, u_f[:, None] * k_f)
+    for need_q, need_s in ((True, True), (True, False), (False, True)):
+        q, s = grads_real(r(g_f), r(u_f), r(k_f), need_q, need_s)
+        assert (q is None) != need_q and (s is None) != need_s
+        if need_q:  # sum_c G_c conj(K_c), written out
+            tight(torch.view_as_complex(q), sum(g_f[:, c] * k_f[c].conj() for c in range(C)))
+        if need_s:  # sum_b G_b conj(U_b), written out, and the complex-op path
+            tight(torch.view_as_complex(s), sum(g_f[b] * u_f[b].conj()[None] for b in range(B_)))
+            tight(torch.view_as_complex(s), _batch_corr(g_f, u_f))
+
+
+def test_compiled_flag_is_ignored_on_the_cpu():
+    """``compiled=True`` needs CUDA; on the CPU it runs the complex ops (no torch.compile)."""
+    torch.manual_seed(6)
+    u, k, D = torch.randn(2, 8, 3, dtype=F64), torch.randn(1, 3, 16, dtype=F64), torch.randn(1, 3, dtype=F64)
+    tight(conv(u, k, D, compiled=True), conv(u, k, D))
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("C", [1, 2])
 @pytest.mark.parametrize("two_sided", [False, True])
-def test_fftconv_on_the_gpu_equals_the_reference(C, two_sided):
+def test_fftconv_on_the_gpu_equals_the_reference(C, two_sided, compiled):
     torch.manual_seed(C)
     B_, L, H = 4, 256, 16
     u = torch.randn(B_, L, H, dtype=torch.float64)
@@ -147,7 +175,7 @@ def test_fftconv_on_the_gpu_equals_the_reference(C, two_sided):
 
     def run(device, dtype):
         ts = [t.to(device, dtype).requires_grad_() for t in (u, k, D)]
-        y = conv(*ts)
+        y = conv(*ts, compiled=compiled)
         grads = torch.autograd.grad(y, ts, g.to(device, dtype))
         return [t.double().cpu() for t in (y, *grads)]
 
