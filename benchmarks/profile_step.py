@@ -1,6 +1,6 @@
 """Profile training steps of the sCIFAR ablation model: where does a step's time go?
 
-    python benchmarks/profile_step.py [--steps 20] [--batch 50] [--L 1024] [--bf16] [--json out.json]
+    python benchmarks/profile_step.py [--steps 20] [--batch 50] [--L 1024] [--bf16] [--kernels] [--json out.json]
 
 Prints the top operators by device (or CPU) time from torch.profiler, and the plain step time
 measured without the profiler. A diagnostic, not a timed test.
@@ -30,6 +30,16 @@ def build(L: int, device: str, fused: bool = False, compile_post: bool = False):
     return model, opt
 
 
+def _short(name: str) -> str:
+    """A kernel's name without template noise: ATen elementwise kernels by the functor they run."""
+    import re
+
+    if name.startswith("void at::native::"):
+        what = re.findall(r"(\w*(?:Functor|copy_kernel|fill_kernel|kernel_cuda|_kernel_impl)\w*)", name)
+        return f"{name[17:name.find('<')]} [{', '.join(dict.fromkeys(what[:4]))}]"
+    return name[:90]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
@@ -42,6 +52,8 @@ def main() -> None:
     ap.add_argument("--fused", action="store_true", help="fused AdamW")
     ap.add_argument("--compile-post", action="store_true", help="torch.compile each block's real-valued tail")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--kernels", action="store_true",
+                    help="list device kernels (self time per step, calls per step) instead of the operator table")
     a = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, opt = build(a.L, device, fused=a.fused or a.graph, compile_post=a.compile_post)
@@ -89,7 +101,18 @@ def main() -> None:
             step()
         sync()
     key = "cuda_time_total" if device == "cuda" else "cpu_time_total"
-    print(prof.key_averages().table(sort_by=key, row_limit=a.rows, max_name_column_width=90))
+    if a.kernels and device == "cuda":
+        rows = [e for e in prof.key_averages() if e.self_device_time_total > 0 and e.self_cpu_time_total == 0]
+        rows.sort(key=lambda e: -e.self_device_time_total)
+        total = sum(e.self_device_time_total for e in rows) / 5
+        print(f"device time per step: {total / 1e3:.2f} ms")
+        print("| kernel | us/step | calls/step | share |")
+        print("|---|---:|---:|---:|")
+        for e in rows[:a.rows]:
+            t = e.self_device_time_total / 5
+            print(f"| {_short(e.key)} | {t:.0f} | {e.count / 5:g} | {100 * t / total:.1f}% |")
+    else:
+        print(prof.key_averages().table(sort_by=key, row_limit=a.rows, max_name_column_width=90))
     if a.json:
         json.dump({"device": device, "ms_per_step": dt * 1e3, "samples_per_s": a.batch / dt}, open(a.json, "w"))
 

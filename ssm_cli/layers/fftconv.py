@@ -17,10 +17,11 @@ Two implementations of the same map:
     is irfft(sum_b G conj(U)), tap r = lag r (causal kernel: taps 0..L-1; D: tap 0).
     As complex torch ops the conj(U) of that product is materialised (one pass over U, see
     ``_batch_corr``) and so is the (B, C, H, F) product before the batch sum;
-  - ``compiled=True`` (CUDA, set by the models' ``compile_post``): the three spectral products run as
-    torch.compile'd real arithmetic on view_as_real tensors (``product_real``, ``grads_real``): one
-    fused kernel each, no conj copy, the batch sum inside the kernel. The complex ops stay the
-    reference (and the CPU path); tests check the real forms against them.
+  - ``compiled=True`` (CUDA, set by the models' ``compile_post``): the zero-padded FFT inputs are
+    written into kept buffers whose padding was zeroed once (``ZeroPadded``), and the three spectral
+    products run as torch.compile'd real arithmetic on view_as_real tensors (``product_real``,
+    ``grads_real``): one fused kernel each, no conj copy, the batch sum inside the kernel. The
+    complex ops stay the reference (and the CPU path); tests check the real forms against them.
 """
 from __future__ import annotations
 
@@ -57,16 +58,46 @@ def two_sided(k: torch.Tensor, k_back: torch.Tensor | None = None) -> torch.Tens
     return torch.cat([k, k_back.flip(-1)], dim=-1)  # (C H 2L)
 
 
-def _pad_rfft(x: torch.Tensor, n: int) -> torch.Tensor:
+def _pad_rfft(x: torch.Tensor, n: int, keep: bool = False) -> torch.Tensor:
     """rfft of x (..., L) zero-padded to n, x of any strides: one write per element of the buffer.
 
     (F.pad / rfft(n=) zero-fill the whole buffer and then copy the data in: two passes.)
+    ``keep``: the buffer is ``_PADDED``'s, kept between calls with its padding zeroed once, so a
+    call writes only the data half.
     """
     L = x.shape[-1]
+    if keep:
+        buf = _PADDED.get((*x.shape[:-1], n), x.dtype, x.device)
+        buf[..., :L].copy_(x)
+        return torch.fft.rfft(buf)
     buf = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=x.device)
     buf[..., :L].copy_(x)  # the strided read (e.g. a transpose) is fused into this copy
     buf[..., L:].zero_()
     return torch.fft.rfft(buf)
+
+
+class ZeroPadded:
+    """Buffers (..., n) whose second half stays zero, one per (shape, dtype, device), kept for reuse.
+
+    Every user writes only the first half and the rfft reads the buffer at once, in stream order, so
+    one buffer serves every layer, forward and backward. Made on first use (outside a CUDA graph
+    capture: the runner's warm-up steps run first), they live as long as the process.
+    """
+
+    def __init__(self):
+        self._bufs: dict = {}
+
+    def get(self, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (shape, dtype, str(device))
+        if key not in self._bufs:
+            self._bufs[key] = torch.zeros(shape, dtype=dtype, device=device)
+        return self._bufs[key]
+
+    def clear(self) -> None:
+        self._bufs.clear()
+
+
+_PADDED = ZeroPadded()
 
 
 class FFTConv(torch.autograd.Function):
@@ -87,7 +118,7 @@ class FFTConv(torch.autograd.Function):
         k_f = torch.fft.rfft(k, n=n, norm="forward")  # (C H L+1) = DFT(k) / n
         if D is not None:
             k_f = k_f.add(D[..., None], alpha=1.0 / n)  # (C H L+1) = DFT(k + D delta_0) / n
-        u_f = _pad_rfft(u.transpose(1, 2), n)  # (B H L+1); the padding copy does the transpose
+        u_f = _pad_rfft(u.transpose(1, 2), n, keep=compiled)  # (B H L+1); the padding copy does the transpose
         y = torch.fft.irfft(_spectral_product(u_f, k_f, compiled), n=n, norm="forward")  # (B C H 2L), no 1/n pass
         ctx.save_for_backward(u_f, k_f)
         ctx.L, ctx.k_len, ctx.has_D, ctx.compiled = L, k.shape[-1], D is not None, compiled
@@ -101,7 +132,7 @@ class FFTConv(torch.autograd.Function):
         L, n = ctx.L, 2 * ctx.L
         B_, C, H = u_f.shape[0], k_f.shape[0], u_f.shape[1]
         g = g.unflatten(-1, (C, H)).permute(0, 2, 3, 1)  # (B C H L) view (splitting a dim never copies)
-        g_f = _pad_rfft(g, n)  # (B C H L+1) = G, spectrum of g zero-padded, natural time order
+        g_f = _pad_rfft(g, n, keep=ctx.compiled)  # (B C H L+1) = G, spectrum of g zero-padded, natural time order
         grad_u = grad_k = grad_D = None
         need_u = ctx.needs_input_grad[0]
         need_k = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ssm_cli.layers.fftconv import FFTConv, _batch_corr, conv, fft_conv, grads_real, product_real
+from ssm_cli.layers.fftconv import _PADDED, FFTConv, _batch_corr, _pad_rfft, conv, fft_conv, grads_real, product_real
 
 F64 = torch.float64
 
@@ -152,6 +152,19 @@ def test_real_arithmetic_spectral_products_equal_the_complex_ones(C):
         if need_s:  # sum_b G_b conj(U_b), written out, and the complex-op path
             tight(torch.view_as_complex(s), sum(g_f[b] * u_f[b].conj()[None] for b in range(B_)))
             tight(torch.view_as_complex(s), _batch_corr(g_f, u_f))
+
+
+def test_kept_zero_padded_buffer_equals_a_fresh_one():
+    """``keep=True`` reuses one buffer per shape (padding zeroed once): same spectra call after call,
+    for strided inputs too, and the padding half is still zero afterwards."""
+    torch.manual_seed(7)
+    _PADDED.clear()
+    for _ in range(3):
+        x = torch.randn(2, 5, 3, dtype=F64).transpose(1, 2)  # (2 3 5), strided
+        tight(_pad_rfft(x, 10, keep=True), _pad_rfft(x, 10))
+    (buf,) = _PADDED._bufs.values()
+    assert buf.shape == (2, 3, 10) and bool((buf[..., 5:] == 0).all())
+    _PADDED.clear()
 
 
 def test_compiled_flag_is_ignored_on_the_cpu():
