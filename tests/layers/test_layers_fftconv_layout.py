@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ssm_cli.layers.fftconv import _PADDED, FFTConv, _batch_corr, _pad_rfft, conv, fft_conv, grads_real, product_real
+from ssm_cli.layers.fftconv import FFTConv, _batch_corr, conv, fft_conv, grads_real, product_real
 
 F64 = torch.float64
 
@@ -154,17 +154,20 @@ def test_real_arithmetic_spectral_products_equal_the_complex_ones(C):
             tight(torch.view_as_complex(s), _batch_corr(g_f, u_f))
 
 
-def test_kept_zero_padded_buffer_equals_a_fresh_one():
-    """``keep=True`` reuses one buffer per shape (padding zeroed once): same spectra call after call,
-    for strided inputs too, and the padding half is still zero afterwards."""
-    torch.manual_seed(7)
-    _PADDED.clear()
-    for _ in range(3):
-        x = torch.randn(2, 5, 3, dtype=F64).transpose(1, 2)  # (2 3 5), strided
-        tight(_pad_rfft(x, 10, keep=True), _pad_rfft(x, 10))
-    (buf,) = _PADDED._bufs.values()
-    assert buf.shape == (2, 3, 10) and bool((buf[..., 5:] == 0).all())
-    _PADDED.clear()
+def test_compiled_functions_never_hit_the_recompile_limit(monkeypatch):
+    """One compiled function per argument signature, each on its own code object: more shapes than
+    torch.compile's recompile limit (8) all compile (fullgraph=True would raise otherwise); a seen
+    signature reuses its function. Dynamo's eager backend stands in for inductor (no GPU here)."""
+    from ssm_cli.layers import fftconv as fc
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda f, **kw: compile_(f, backend="eager", **kw))
+    monkeypatch.setattr(fc, "_COMPILED", {})
+    for i in range(12):
+        x = torch.randn(2, 3 + i, 5).transpose(1, 2)  # (2 5 3+i), strided
+        tight(fc._compiled("pad", x, 16), torch.nn.functional.pad(x, (0, 16 - x.shape[-1])))
+    fc._compiled("pad", torch.randn(2, 3, 5).transpose(1, 2), 16)
+    assert len(fc._COMPILED) == 12
 
 
 def test_compiled_flag_is_ignored_on_the_cpu():
@@ -194,3 +197,21 @@ def test_fftconv_on_the_gpu_equals_the_reference(C, two_sided, compiled):
 
     for got, ref in zip(run("cuda", torch.float32), run("cpu", torch.float64)):
         torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
+
+
+@pytest.mark.gpu
+def test_compiled_conv_on_many_shapes():
+    """More shapes than torch.compile's recompile limit through ``conv(compiled=True)``, forward and
+    backward, each equal to the complex-op path."""
+    for i in range(10):
+        B_, L, H = 1 + i % 3, 16 * (1 + i), 4 + i
+        ins = [torch.randn(B_, L, H, device="cuda"), torch.randn(1, H, 2 * L, device="cuda") / L,
+               torch.randn(1, H, device="cuda")]
+        g = torch.randn(B_, L, H, device="cuda")
+        outs = []
+        for compiled in (True, False):
+            ts = [t.clone().requires_grad_() for t in ins]
+            y = conv(*ts, compiled=compiled)
+            outs.append([y, *torch.autograd.grad(y, ts, g)])
+        for a, b in zip(*outs):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
