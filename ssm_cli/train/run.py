@@ -51,10 +51,21 @@ class RecordKeeper(pl.Callback):
     """After each epoch: append each member's metrics, write its record, checkpoint (atomically).
 
     ``records[k]`` / ``run_dirs[k]`` belong to member k (a single run is a pack of one); the
-    checkpoint is the run's ``last.ckpt``, or the pack's."""
+    checkpoint is the run's ``last.ckpt``, or the pack's. The checkpoint also holds the state of
+    the training loader's shuffling generator (``state_dict``): a resumed run draws the batch
+    orders of the later epochs, not the first epoch's order again."""
 
-    def __init__(self, run_dirs: list[Path], records: list[dict], ckpt: Path, t0: float, wall0: float):
+    def __init__(self, run_dirs: list[Path], records: list[dict], ckpt: Path, t0: float, wall0: float,
+                 train_loader=None):
         self.run_dirs, self.records, self.ckpt, self.t0, self.wall0 = run_dirs, records, ckpt, t0, wall0
+        self.shuffle = getattr(train_loader, "generator", None)  # torch.Generator (DataLoader, TensorBatches)
+
+    def state_dict(self) -> dict:
+        return {"shuffle_generator": self.shuffle.get_state()} if self.shuffle is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.shuffle is not None and "shuffle_generator" in state:
+            self.shuffle.set_state(state["shuffle_generator"])
 
     def on_train_epoch_end(self, trainer, task) -> None:
         metrics = task.epoch_metrics()
@@ -167,7 +178,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
                      spec=vars(data.spec) if hasattr(data.spec, "__dict__") else None,
                      n_train=len(data.train), n_val=len(data.val), n_test=len(data.test))
         show = tc.progress if progress is None else progress
-        callbacks = [RecordKeeper(run_dirs, records, ckpt, t0, wall0)]
+        callbacks = [RecordKeeper(run_dirs, records, ckpt, t0, wall0, train)]
         if show:
             callbacks.append(pl.callbacks.RichProgressBar(leave=False))
         trainer = pl.Trainer(

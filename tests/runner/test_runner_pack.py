@@ -83,8 +83,21 @@ def _kill_mid_pack(tmp_path, out):
     return rs
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The LONG pack run in one go (in this process): what a resumed pack must report."""
+    from ssm_cli.train.grid import plan, prepare
+    from ssm_cli.train.run import execute_pack
+
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    runs = plan([*LONG, f"out_dir={tmp / 'runs'}", f"data_dir={tmp / 'data'}"])
+    for r in runs:
+        prepare(r)
+    return {(r.variant, r.seed): record for r, record in zip(runs, execute_pack([r.run_dir for r in runs]))}
+
+
 @pytest.mark.parametrize("again", ["as the same pack", "unpacked"])
-def test_interrupted_pack_resumes(ssm, tmp_path, again):
+def test_interrupted_pack_resumes(ssm, tmp_path, again, uninterrupted):
     out = tmp_path / "runs"
     before = _kill_mid_pack(tmp_path, out)
     pack = ["launcher.pack=2"] if again == "as the same pack" else []
@@ -98,6 +111,11 @@ def test_interrupted_pack_resumes(ssm, tmp_path, again):
         assert r["epochs"][:len(done)] == done  # finished epochs are kept, not recomputed
         own_ckpt = (Path(r["run_dir"]) / "last.ckpt").exists()
         assert own_ckpt == (again == "unpacked")
+        # the resume is exact: the later epochs see the batches of the run never interrupted
+        ref = uninterrupted[key]
+        for e, f in zip(r["epochs"], ref["epochs"], strict=True):
+            assert math.isclose(e["train_loss"], f["train_loss"], rel_tol=1e-5) and e["val_acc"] == f["val_acc"]
+        assert r["best_epoch"] == ref["best_epoch"] and r["result"] == ref["result"]
     if again == "as the same pack":
         assert "1 pack(s) of 2 runs" in p.stdout
 
