@@ -1,4 +1,6 @@
-"""Learning curves: validation metric per epoch, one line per variant (mean over seeds)."""
+"""Learning curves: validation metric per epoch, one line per variant (mean over seeds).
+
+Test-set curves (``--metric test_acc``) exist only for runs made with ``trainer.test_at=every``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +20,10 @@ def plot_curves(runs_dir: Path, out_dir: Path | None = None, metric: str = "val_
     order: dict[tuple, dict[str, int]] = {}
     for r in records:
         key = (r.get("ablation"), r.get("dataset"))
-        curve = [m.get(metric) for m in r["epochs"] if m.get(metric) is not None]
-        if curve:
+        curve = [m.get(metric) for m in r["epochs"]]
+        # a curve only where every epoch has the metric: with trainer.test_at=best the test sets'
+        # metrics are in the best epoch's entry alone
+        if curve and None not in curve:
             by_panel.setdefault(key, {}).setdefault(r["variant"], []).append(curve)
             order.setdefault(key, {})[r["variant"]] = r.get("variant_index", 0)
     out_dir = Path(out_dir or runs_dir)

@@ -58,7 +58,8 @@ def unpack_checkpoint(pack_ckpt: Path, index: int, dest: Path) -> None:
 
     Model weights ``model.members.<k>.*`` -> ``model.*``; the optimizer's groups of member k (the
     pack's groups are the members' groups in order, ``ssm_pack_groups`` counts them) with their
-    states renumbered; per-group lists of the LR scheduler sliced the same way; member k's history.
+    states renumbered; per-group lists of the LR scheduler sliced the same way; member k's history
+    and its kept weights of its best epoch.
     """
     ck = torch.load(pack_ckpt, map_location="cpu", weights_only=False)
     counts = ck["ssm_pack_groups"]
@@ -80,6 +81,8 @@ def unpack_checkpoint(pack_ckpt: Path, index: int, dest: Path) -> None:
             if isinstance(value, list) and len(value) == n_groups:
                 sched[key] = value[g0:g1]
     ck["ssm_histories"] = [ck["ssm_histories"][index]]
+    if ck.get("ssm_best_states"):  # trainer.test_at=best: member k's weights of its best epoch
+        ck["ssm_best_states"] = [ck["ssm_best_states"][index]]
     ck["ssm_diverged"] = {}
     ck["ssm_pack_groups"] = [counts[index]]
     tmp = dest.with_name(f".{dest.name}.tmp")

@@ -32,6 +32,13 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def best_epoch(history: list[dict], task: str) -> dict | None:
+    """The epoch with the best validation metric (max accuracy / min RMSE); ties: the earliest."""
+    key, sign = ("val_acc", 1.0) if task == "classification" else ("val_rmse", -1.0)
+    scored = [m for m in history if m.get(key) is not None]
+    return max(scored, key=lambda m: (sign * m[key], -m["epoch"])) if scored else None
+
+
 def read_record(run_dir: Path) -> dict | None:
     """The record of a run, or None if it has none (or an unreadable one)."""
     try:

@@ -1,4 +1,4 @@
-"""One run, end to end: seed → data → model → trainer → fit → record; or a pack of runs at once.
+"""One run, end to end: seed → data → model → trainer → fit → test pass → record; or a pack of runs at once.
 
 A run lives in its own directory holding ``config.yaml`` (resolved, written before it starts),
 ``last.ckpt`` (after every epoch, written atomically) and ``record.json``. Executing a run whose
@@ -20,7 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.errors import UserError
-from ssm_cli.train.record import CHECKPOINT, CONFIG, environment, read_record, run_lock, write_json_atomic
+from ssm_cli.train.record import (CHECKPOINT, CONFIG, best_epoch, environment, read_record, run_lock,
+                                  write_json_atomic)
 
 
 def resolve_device(cfg: DictConfig) -> torch.device:
@@ -28,13 +29,6 @@ def resolve_device(cfg: DictConfig) -> torch.device:
     if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def best_epoch(history: list[dict], task: str) -> dict | None:
-    """The epoch with the best validation metric (max accuracy / min RMSE); ties: the earliest."""
-    key, sign = ("val_acc", 1.0) if task == "classification" else ("val_rmse", -1.0)
-    scored = [m for m in history if m.get(key) is not None]
-    return max(scored, key=lambda m: (sign * m[key], -m["epoch"])) if scored else None
 
 
 def new_record(cfg: DictConfig, run_dir: Path) -> dict:
@@ -79,12 +73,39 @@ class RecordKeeper(pl.Callback):
             task.histories[k].append(metrics[k])
             record["epochs"] = task.histories[k]
             record["wall_seconds"] = wall
+        task.keep_best_states()  # before the checkpoint: a resumed run tests the same weights
         # checkpoint first: a record never shows an epoch that a resume would compute again
         tmp = self.ckpt.with_name(f".{self.ckpt.name}.tmp")
         trainer.save_checkpoint(tmp)
         os.replace(tmp, self.ckpt)
         for run_dir, record in zip(self.run_dirs, self.records):
             write_json_atomic(run_dir / "record.json", record)
+
+
+def run_test_pass(trainer: pl.Trainer, task, loaders: dict) -> float | None:
+    """Evaluate the sets other than ``val`` once, each member with its weights of its best
+    validation epoch, for the members whose best epoch has no test metrics (``trainer.test_at=best``);
+    the metrics join that epoch's history entry. All members in one pass (a member with nothing to
+    test computes along, unused). Returns the pass's seconds, None if there was nothing to test.
+
+    ``trainer.validate`` runs it as it runs each epoch's evaluation (eval mode, no CUDA graphs,
+    the same precision and ``limit_eval_batches``), so ``every`` and ``best`` agree to float rounding.
+    The weights stay those of the best epochs afterwards; ``last.ckpt`` keeps the last epoch's.
+    """
+    from ssm_cli.trace import trace
+
+    members = task.untested_members()
+    if not members:
+        return None
+    t = time.perf_counter()
+    task.load_best_states(members)
+    task.evaluate_on(task.test_names)
+    trainer.validate(task, dataloaders=[loaders[n] for n in task.test_names], verbose=False)
+    metrics = task.eval_metrics()  # reads the sums: waits for the device
+    for k in members:
+        best_epoch(task.histories[k], task.spec.task).update(metrics[k])
+    trace(f"test pass at the best epochs done ({len(members)} run(s))")
+    return time.perf_counter() - t
 
 
 def execute(run_dir: Path, progress: bool | None = None) -> dict:
@@ -144,9 +165,11 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     t0 = time.perf_counter()
     trace("fit starts")
     wall0 = max(float(r.get("wall_seconds") or 0.0) for r in records)
+    # configs written before trainer.test_at existed: every set every epoch, as those runs began
+    test_at = cfg.trainer.get("test_at", "every")
     for r in records:
         r.update(status="running", attempts=r.get("attempts", 0) + 1, environment=environment(),
-                 error=None, diverged_step=None)
+                 error=None, diverged_step=None, test_at=test_at)
     for d, r in zip(run_dirs, records):
         write_json_atomic(d / "record.json", r)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
@@ -168,10 +191,11 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         eval_bs = tc.eval_batch_size or tc.batch_size
         train = make_loader(data.train, tc.batch_size, True, dev, tc.num_workers, seed)
         evals = {"val": (data.val, 1.0), "test": (data.test, 1.0), **data.extra_eval}
-        eval_loaders = [make_loader(ds, eval_bs, False, dev, tc.num_workers) for ds, _ in evals.values()]
+        eval_loaders = {name: make_loader(ds, eval_bs, False, dev, tc.num_workers) for name, (ds, _) in evals.items()}
         limit = tc.limit_train_batches
         steps = min(len(train), limit) if isinstance(limit, int) else len(train)
         task = SequenceTask(cfgs, data.spec, list(evals), [rate for _, rate in evals.values()], steps, seed=seed)
+        task.evaluate_on(list(evals) if test_at == "every" else ["val"])  # each epoch's evaluation
         for member, r in zip(task.members, records):
             groups = param_groups(member, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
             r.update(n_params=sum(p.numel() for p in member.parameters()), optimizer_groups=describe_groups(groups),
@@ -191,10 +215,12 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         for r in records:  # data, model, loaders: what a run spends before its first step
             r["setup_seconds"] = time.perf_counter() - t0
         trace(f"setup done ({len(records)} run(s))")
-        trainer.fit(task, train_dataloaders=train, val_dataloaders=eval_loaders,
+        trainer.fit(task, train_dataloaders=train, val_dataloaders=[eval_loaders[n] for n in task.loop_names],
                     ckpt_path=str(ckpt) if ckpt.exists() else None,
                     weights_only=False)  # our own checkpoint: it holds the scheduler's state objects
         task.check_finite()
+        # also after a resume whose epochs were all done (fit returns at once): the pass has not run
+        test_seconds = run_test_pass(trainer, task, eval_loaders)
         peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
         for k, r in enumerate(records):
             if k in task.diverged:
@@ -205,7 +231,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
             total_train = sum(m.get("train_seconds", 0.0) for m in history)
             samples = sum(m.get("train_samples_per_s", 0.0) * m.get("train_seconds", 0.0) for m in history)
             r.update(status="completed", epochs=history, best_epoch=best["epoch"] if best else None,
-                     best=best, result=best.get(r["metric"]) if best else None,
+                     best=best, result=best.get(r["metric"]) if best else None, test_seconds=test_seconds,
                      samples_per_s=samples / total_train if total_train else None, peak_gpu_memory_mb=peak)
     except Diverged as e:  # every member diverged
         diverged = task.diverged if task is not None else {}

@@ -6,8 +6,17 @@ batches: the loss is the sum of the members' losses, so each member gets exactly
 and metrics, divergence and history are kept per member. A single run is the pack of one.
 
 Evaluation sets are ``val``, ``test`` and the dataset's extra views (e.g. ``test_8k``, evaluated
-with the model's rate set to 2). Every set is evaluated every epoch, so the record can report the
-test metric at the best validation epoch without keeping one checkpoint per epoch.
+with the model's rate set to 2). The record reports the test metric at each member's best
+validation epoch (``ssm_cli.train.record.best_epoch``: max accuracy / min RMSE, ties: the earliest).
+``trainer.test_at`` says when the sets other than ``val`` are evaluated:
+
+- ``best`` (default): each epoch evaluates ``val`` only. Whenever an epoch becomes a member's best
+  so far, the task copies that member's weights and buffers (``best_states``, on the device, saved
+  in checkpoints so a resumed run picks the same weights); after the last epoch each member's copy
+  is loaded and the other sets are evaluated once, all members in one pass
+  (``ssm_cli.train.run.run_test_pass``). Their metrics join the best epoch's history entry, so
+  only that entry has test keys.
+- ``every``: every set every epoch (test curves, and the evaluation cost of all sets each epoch).
 """
 from __future__ import annotations
 
@@ -22,6 +31,7 @@ from omegaconf import DictConfig
 from ssm_cli.data.base import DataSpec
 from ssm_cli.trace import trace
 from ssm_cli.train.model import build_models
+from ssm_cli.train.record import best_epoch
 
 
 CHECK_EVERY = 100
@@ -46,7 +56,8 @@ class SequenceTask(pl.LightningModule):
         super().__init__()
         cfgs = list(cfgs) if isinstance(cfgs, (list, tuple)) else [cfgs]
         self.cfg, self.K, self.spec = cfgs[0], len(cfgs), spec
-        self.eval_names, self.eval_rates = eval_names, eval_rates
+        self.eval_names, self.eval_rates = list(eval_names), list(eval_rates)
+        self.loop_names = list(eval_names)  # the sets the evaluation loop gets, in dataloader order
         self.steps_per_epoch = steps_per_epoch
         compile_post = self.cfg.trainer.compile
         if compile_post == "auto":
@@ -56,6 +67,9 @@ class SequenceTask(pl.LightningModule):
         # per member: one dict of metrics per finished epoch (saved in checkpoints)
         self.histories: list[list[dict]] = [[] for _ in range(self.K)]
         self.diverged: dict[int, int] = {}  # member -> first step whose loss was not finite
+        # per member: {"epoch": e, "state": its state_dict cloned} at its best validation epoch so
+        # far, while that epoch has no test metrics (trainer.test_at=best); saved in checkpoints
+        self.best_states: list[dict | None] = [None] * self.K
         self.train_seconds = 0.0       # time spent in training steps, over all sessions
         self.steps_done = 0            # optimizer steps, over all sessions (the divergence step)
         # Manual optimisation: one code path for eager steps and CUDA-graph replays.
@@ -151,6 +165,15 @@ class SequenceTask(pl.LightningModule):
         if len(self.diverged) == self.K:
             raise Diverged(min(self.diverged.values()))
 
+    def on_validation_start(self) -> None:
+        # Evaluating must not move the random stream that training draws from (dropout on a CPU):
+        # each DataLoader pass draws a seed from it, so test_at=best and test_at=every, which pass
+        # over different sets, would otherwise draw different dropout masks.
+        self._rng_before_eval = torch.get_rng_state()
+
+    def on_validation_end(self) -> None:
+        torch.set_rng_state(self._rng_before_eval)
+
     def on_validation_epoch_start(self) -> None:
         if self._t_train is not None:
             if torch.cuda.is_available():
@@ -170,8 +193,8 @@ class SequenceTask(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, y = batch
-        name = self.eval_names[dataloader_idx]
-        out = self(x, rate=self.eval_rates[dataloader_idx])  # (K B O)
+        name = self.loop_names[dataloader_idx]
+        out = self(x, rate=self.eval_rates[self.eval_names.index(name)])  # (K B O)
         acc = self._eval[name]
         n = y.shape[0]
         acc["loss"] = acc["loss"] + self._loss(out, y).detach() * n  # (K)
@@ -181,34 +204,88 @@ class SequenceTask(pl.LightningModule):
             acc["sq"] = acc["sq"] + ((out.float() - y.float().view(1, n, -1)) ** 2).flatten(1).sum(1)  # (K)
         acc["n"] += n
 
+    def _per_member(self, v) -> list[float]:
+        """A (K,) tensor of sums -> K floats (one device sync)."""
+        return v.tolist() if isinstance(v, torch.Tensor) else [float(v)] * self.K
+
     def epoch_metrics(self) -> list[dict]:
         """The finished epoch's metrics, one dict per member: accuracies in percent, RMSE for regression."""
         self.check_finite()
-
-        def per_member(v) -> list[float]:  # a (K,) tensor of sums -> K floats (one device sync)
-            return v.tolist() if isinstance(v, torch.Tensor) else [float(v)] * self.K
-
         t = self._train
         common: dict = {"epoch": self.current_epoch + 1, "step": self.steps_done,
                         "lr": self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None,
                         "train_seconds": self._epoch_train_seconds, "eval_seconds": self._epoch_eval_seconds}
         ms = [dict(common) for _ in range(self.K)]
         if t["n"]:
-            for m, loss, correct in zip(ms, per_member(t["loss"]), per_member(t["correct"])):
+            for m, loss, correct in zip(ms, self._per_member(t["loss"]), self._per_member(t["correct"])):
                 m["train_loss"] = loss / t["n"]
                 if self.spec.task == "classification":
                     m["train_acc"] = 100.0 * correct / t["n"]
                 m["train_samples_per_s"] = t["n"] / max(self._epoch_train_seconds, 1e-9)
+        for m, e in zip(ms, self.eval_metrics()):
+            m.update(e)
+        return ms
+
+    def eval_metrics(self) -> list[dict]:
+        """Per member, the metrics of the sets evaluated since the last reset: ``<set>_loss`` and
+        ``<set>_acc`` (percent) or ``<set>_rmse``."""
+        ms: list[dict] = [{} for _ in range(self.K)]
         for name, acc in self._eval.items():
             if not acc["n"]:
                 continue
-            for m, loss, correct, sq in zip(ms, per_member(acc["loss"]), per_member(acc["correct"]), per_member(acc["sq"])):
+            per = self._per_member
+            for m, loss, correct, sq in zip(ms, per(acc["loss"]), per(acc["correct"]), per(acc["sq"])):
                 m[f"{name}_loss"] = loss / acc["n"]
                 if self.spec.task == "classification":
                     m[f"{name}_acc"] = 100.0 * correct / acc["n"]
                 else:
                     m[f"{name}_rmse"] = math.sqrt(sq / (acc["n"] * self.spec.d_output))
         return ms
+
+    # ----- the test sets at the best validation epoch (trainer.test_at)
+    @property
+    def test_names(self) -> list[str]:
+        """The evaluation sets that do not choose the best epoch: all but ``val``."""
+        return [n for n in self.eval_names if n != "val"]
+
+    def _has_test_metrics(self, entry: dict) -> bool:
+        return all(f"{n}_loss" in entry for n in self.test_names)
+
+    def keep_best_states(self) -> None:
+        """Once an epoch's history entries are in: copy the weights and buffers of each member whose
+        new epoch is its best so far and lacks the test metrics (a tie keeps the earlier copy)."""
+        for k, history in enumerate(self.histories):
+            best = best_epoch(history, self.spec.task) if k not in self.diverged else None
+            if best is None:
+                continue
+            if self._has_test_metrics(best):  # evaluated with its epoch (test_at=every): nothing to keep
+                self.best_states[k] = None
+            elif best is history[-1]:
+                state = {n: t.detach().clone() for n, t in self.members[k].state_dict().items()}
+                self.best_states[k] = {"epoch": best["epoch"], "state": state}
+
+    def untested_members(self) -> list[int]:
+        """Members (not diverged) whose best epoch has no test metrics yet."""
+        out = []
+        for k, history in enumerate(self.histories):
+            best = best_epoch(history, self.spec.task)
+            if k not in self.diverged and best is not None and not self._has_test_metrics(best):
+                out.append(k)
+        return out
+
+    def load_best_states(self, members: list[int]) -> None:
+        """Load each of ``members``' weights and buffers of its best epoch (in place)."""
+        for k in members:
+            best, kept = best_epoch(self.histories[k], self.spec.task), self.best_states[k]
+            if kept is None or kept["epoch"] != best["epoch"]:
+                raise RuntimeError(f"member {k}: no weights kept of its best epoch {best['epoch']} "
+                                   f"(kept: {kept and kept['epoch']})")
+            self.members[k].load_state_dict(kept["state"])
+
+    def evaluate_on(self, names: list[str]) -> None:
+        """The next evaluation loop gets the loaders of ``names``, in this order; sums start at 0."""
+        self.loop_names = list(names)
+        self._reset_epoch()
 
     # ----- optimisation
     def configure_optimizers(self):
@@ -251,6 +328,7 @@ class SequenceTask(pl.LightningModule):
         checkpoint["ssm_pack_groups"] = getattr(self, "group_counts", None)
         checkpoint["ssm_train_seconds"] = self.train_seconds
         checkpoint["ssm_steps_done"] = self.steps_done
+        checkpoint["ssm_best_states"] = self.best_states
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "ssm_histories" in checkpoint:
@@ -260,6 +338,13 @@ class SequenceTask(pl.LightningModule):
         self.diverged = {int(k): int(v) for k, v in checkpoint.get("ssm_diverged", {}).items()}
         self.train_seconds = float(checkpoint.get("ssm_train_seconds", 0.0))
         self.steps_done = int(checkpoint.get("ssm_steps_done", 0))
+        self.best_states = checkpoint.get("ssm_best_states") or [None] * self.K  # none with test_at=every
+
+    def on_fit_start(self) -> None:
+        # a checkpoint is restored before the model moves to its device: the kept weights follow it here
+        self.best_states = [None if b is None else
+                            {"epoch": b["epoch"], "state": {n: t.to(self.device) for n, t in b["state"].items()}}
+                            for b in self.best_states]
 
 
 class CudaGraphStep:

@@ -60,6 +60,7 @@ def test_variant_overrides_apply(tmp_path):
     (["ablation=nope"], "Available options in 'ablation'"),
     (["model.norm=group"], "valid: layer, batch"),
     (["trainer.precision=8"], "valid: 32-true"),
+    (["trainer.test_at=last"], "invalid value 'last' for trainer.test_at; valid: best, every"),
     (["seeds=abc"], "seeds must be a list"),
     (["model.d_state=0"], "positive integer"),
     (["dataset=bidmc", "preset=short", "protocol=nope"], "Available options in 'protocol'"),

@@ -35,9 +35,14 @@ def test_pack_equals_the_runs_alone(ssm, tmp_path):
         assert not (Path(r["run_dir"]) / "last.ckpt").exists()  # the pack holds the checkpoint
         assert r["n_params"] == alone[key]["n_params"] and r["optimizer_groups"] == alone[key]["optimizer_groups"]
         for e, f in zip(r["epochs"], alone[key]["epochs"], strict=True):
+            assert e.keys() == f.keys()  # test metrics in the same (best) epoch's entry only
             for m in ("train_loss", "val_loss", "test_loss"):
-                assert math.isclose(e[m], f[m], rel_tol=1e-5), (key, m, e[m], f[m])
+                if m in e:
+                    assert math.isclose(e[m], f[m], rel_tol=1e-5), (key, m, e[m], f[m])
             assert e["val_acc"] == f["val_acc"]
+        # trainer.test_at=best: each member tested once, with its own weights of its own best epoch
+        assert r["best_epoch"] == alone[key]["best_epoch"] and r["result"] == alone[key]["result"]
+        assert [e["epoch"] for e in r["epochs"] if "test_loss" in e] == [r["best_epoch"]]
     pack_dir = Path(packed[("inv", 0)]["pack"]["dir"])
     assert (pack_dir / "last.ckpt").exists()
     assert json.loads((pack_dir / "pack.json").read_text())["members"] == packed[("inv", 0)]["pack"]["members"]
@@ -108,14 +113,16 @@ def test_interrupted_pack_resumes(ssm, tmp_path, again, uninterrupted):
         assert [e["epoch"] for e in r["epochs"]] == [1, 2, 3, 4, 5, 6]
         assert r["attempts"] == 2
         done = before[key]["epochs"]
-        assert r["epochs"][:len(done)] == done  # finished epochs are kept, not recomputed
+        untested = [{m: v for m, v in e.items() if not m.startswith("test_")} for e in r["epochs"]]
+        assert untested[:len(done)] == done  # finished epochs are kept, not recomputed (test pass: at the end)
         own_ckpt = (Path(r["run_dir"]) / "last.ckpt").exists()
         assert own_ckpt == (again == "unpacked")
-        # the resume is exact: the later epochs see the batches of the run never interrupted
+        # the resume is exact (batch order, and the weights kept of the best epoch for the test pass)
         ref = uninterrupted[key]
         for e, f in zip(r["epochs"], ref["epochs"], strict=True):
             assert math.isclose(e["train_loss"], f["train_loss"], rel_tol=1e-5) and e["val_acc"] == f["val_acc"]
         assert r["best_epoch"] == ref["best_epoch"] and r["result"] == ref["result"]
+        assert math.isclose(r["best"]["test_loss"], ref["best"]["test_loss"], rel_tol=1e-5)
     if again == "as the same pack":
         assert "1 pack(s) of 2 runs" in p.stdout
 
@@ -152,7 +159,12 @@ def test_unpacked_checkpoint_is_a_single_runs_checkpoint(ssm, tmp_path):
     assert len(ids) == len(params) > 0
     for i, q in zip(ids, params):
         assert torch.equal(opt.state[q]["exp_avg_sq"], pack_opt["state"][i]["exp_avg_sq"])
-    assert ck["ssm_histories"] == [r["epochs"]]
+    untested = [{m: v for m, v in e.items() if not m.startswith("test_")} for e in r["epochs"]]
+    assert ck["ssm_histories"] == [untested]  # the test pass ran after the last checkpoint
+    [kept] = ck["ssm_best_states"]  # trainer.test_at=best: member k's weights of its best epoch
+    assert kept["epoch"] == pack_ck["ssm_best_states"][k]["epoch"] == r["best_epoch"]
+    for name, t in kept["state"].items():
+        assert torch.equal(t, pack_ck["ssm_best_states"][k]["state"][name]), name
 
 
 def test_a_diverged_member_does_not_stop_the_pack(tmp_path):
