@@ -26,6 +26,7 @@ def show_plan(runs) -> None:
 
 
 def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_failed: bool, reuse_identical: bool = True) -> int:
+    trace("imports done (torch, Hydra, Typer; Lightning comes when a run starts)")
     runs = plan(overrides)
     if show_cfg:
         cfg = runs[0].cfg

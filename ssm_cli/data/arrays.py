@@ -49,16 +49,35 @@ class ArrayDataset(Dataset):
         y = torch.tensor(y, dtype=torch.int64) if np.issubdtype(self.targets.dtype, np.integer) else torch.as_tensor(y, dtype=torch.float32)
         return x, y
 
-    def tensors(self, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """All items stacked, (x (n, ...), y (n, ...)), as ``__getitem__`` gives them one by one;
-        vectorised when the transform has a ``batch`` form (None otherwise)."""
-        batch = getattr(self.transform, "batch", None)
-        if batch is None:
-            return None
-        parts = [batch(self.inputs[self.indices[i:i + chunk]]) for i in range(0, len(self.indices), chunk)]
-        x = torch.cat(parts) if parts else torch.empty(0)
+    def tensors(self, chunk: int = 4096, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """All items stacked, (x (n, ...), y (n, ...)) on ``device`` (default: the CPU), exactly as
+        ``__getitem__`` gives them one by one; vectorised when the transform has a ``batch`` form
+        (None otherwise).
+
+        A transform with a ``fill_`` form (``ToSequence``, ``ToTokens``) gets the stored rows
+        (e.g. uint8 pixels) onto the device, chunk by chunk, and maps them there into one
+        preallocated tensor: a quarter of the float32 bytes cross to a GPU, and the elementwise
+        float32 operations are the same IEEE operations in the same order on either device."""
+        fill = getattr(self.transform, "fill_", None)
+        if fill is not None:
+            n = len(self.indices)
+            x = None
+            for i in range(0, n, chunk):
+                rows = np.ascontiguousarray(self.inputs[self.indices[i:i + chunk]])  # a copy (memmap rows)
+                part = self.transform.select(torch.from_numpy(rows)).to(device)
+                if x is None:
+                    x = torch.empty((n, *part.shape[1:]), dtype=self.transform.dtype, device=part.device)
+                fill(x[i:i + len(part)], part)
+            if x is None:
+                x = torch.empty(0, device=device)
+        else:
+            batch = getattr(self.transform, "batch", None)
+            if batch is None:
+                return None
+            parts = [batch(self.inputs[self.indices[i:i + chunk]]) for i in range(0, len(self.indices), chunk)]
+            x = (torch.cat(parts) if parts else torch.empty(0)).to(device)
         integer = np.issubdtype(self.targets.dtype, np.integer)
-        y = torch.as_tensor(self.targets, dtype=torch.int64 if integer else torch.float32)
+        y = torch.as_tensor(self.targets, dtype=torch.int64 if integer else torch.float32).to(device)
         return x, y
 
     def __getstate__(self):
@@ -133,6 +152,8 @@ class ToSequence:
         self.order = None if order is None else np.asarray(order, dtype=np.int64)
         self.step = step
 
+    dtype = torch.float32  # of the items
+
     def __call__(self, row: np.ndarray) -> torch.Tensor:
         return self.batch(np.asarray(row)[None])[0]
 
@@ -141,15 +162,29 @@ class ToSequence:
         rows = np.asarray(rows)
         if not rows.flags.writeable or not rows.flags.c_contiguous:  # e.g. one row of a memmap: copy it
             rows = np.array(rows, order="C")
-        x = torch.from_numpy(rows).reshape(len(rows), -1, self.channels)  # (n, L, C)
+        x = self.select(torch.from_numpy(rows))
+        return self.fill_(torch.empty(x.shape, dtype=torch.float32), x)
+
+    def select(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored rows (n, ...) -> their values (n, L, channels) as stored: reshape, reorder, subsample."""
+        x = x.reshape(len(x), -1, self.channels)  # (n, L, C)
         if self.order is not None:
-            x = x[:, torch.from_numpy(self.order)]
+            x = x[:, torch.from_numpy(self.order).to(x.device)]
         if self.step != 1:
             x = x[:, :: self.step]
-        # torch, not numpy: multithreaded; the same float32 operations in the same order
-        x = (x.to(torch.float32) * torch.from_numpy(np.array(self.scale))
-             - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)
-        return x.contiguous()
+        return x
+
+    def fill_(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out`` (float32, x's shape and device) <- the items of ``x = select(rows)``.
+
+        ``(x * scale - mean) / std`` in float32, one IEEE operation at a time in this order (in
+        place: the same operations), so the CPU and a GPU give the same bits."""
+        dev = out.device
+        out.copy_(x)  # exact: stored values are small integers (or float32)
+        out.mul_(torch.tensor(self.scale, device=dev))
+        out.sub_(torch.from_numpy(self.mean).to(dev))
+        out.div_(torch.from_numpy(self.std).to(dev))
+        return out
 
 
 class ToTokens:
@@ -157,6 +192,8 @@ class ToTokens:
 
     The shift keeps id 0 free for padding (DataSpec's convention) when every value is a real symbol.
     """
+
+    dtype = torch.int64  # of the items
 
     def __init__(self, offset: int = 1):
         self.offset = offset
@@ -167,6 +204,16 @@ class ToTokens:
     def batch(self, rows: np.ndarray) -> torch.Tensor:
         """The same map on a stack of rows (n, ...) -> (n, L), vectorised."""
         return torch.from_numpy(np.asarray(rows).reshape(len(rows), -1).astype(np.int64) + self.offset)
+
+    def select(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored rows (n, ...) -> (n, L) as stored."""
+        return x.reshape(len(x), -1)
+
+    def fill_(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out`` (int64, x's shape and device) <- the token ids of ``x = select(rows)``."""
+        out.copy_(x)
+        out.add_(self.offset)
+        return out
 
 
 def uint8_channel_stats(images: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:

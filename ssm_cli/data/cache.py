@@ -4,6 +4,10 @@ A cache entry is a folder of ``.npy`` files under ``<raw_dir>/.ssm_cache/<name>-
 covers the processing version, the processing options and a fingerprint (path, size, mtime) of
 every raw file, so changing the raw data or the processing builds a new entry; stale entries of the
 same name are removed. Arrays are opened memory-mapped, so a cache larger than RAM still loads.
+
+A load may run in a background thread (``ssm_cli.data.registry.prefetch``). There, building a
+cache or downloading (``refuse_in_prefetch``) raises ``NotPrefetchable``: that work, with its
+progress bars, is left to the load in the caller's thread.
 """
 from __future__ import annotations
 
@@ -12,21 +16,59 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 CACHE_FOLDER = ".ssm_cache"
 
+_LOCAL = threading.local()
 
-def fingerprint(files: Iterable[Path]) -> list[tuple[str, int, int]]:
-    """(path, size, mtime_ns) of each file, sorted: cheap and changes whenever a file does."""
+
+class NotPrefetchable(Exception):
+    """A step a background load may not take (a download, a cache build): load in the caller."""
+
+
+@contextmanager
+def prefetching() -> Iterator[None]:
+    """Mark this thread as running a background load while inside the block."""
+    _LOCAL.prefetching = True
+    try:
+        yield
+    finally:
+        _LOCAL.prefetching = False
+
+
+def refuse_in_prefetch(what: str) -> None:
+    """Raise ``NotPrefetchable`` in a background load: ``what`` must run in the caller's thread."""
+    if getattr(_LOCAL, "prefetching", False):
+        raise NotPrefetchable(what)
+
+
+def fingerprint(files: Iterable[Path | str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of each file, sorted by path: cheap and changes whenever a file does.
+
+    Paths are written as ``str(Path(p))`` and ordered as ``Path``s order (both are part of cache
+    keys); strings already in that form are taken as they are, which saves building a ``Path``
+    per file (tens of thousands for an image folder)."""
+    paths = [f if isinstance(f, str) and _normalised(f) else str(Path(f)) for f in files]
+    if len({p.startswith("/") for p in paths}) > 1:  # absolute and relative mixed: Path's own order
+        paths.sort(key=Path)
+    else:  # one anchor: Path compares the parts, i.e. the '/'-separated pieces
+        paths.sort(key=lambda p: p.split("/"))
     out = []
-    for f in sorted(Path(p) for p in files):
-        st = f.stat()
-        out.append((str(f), st.st_size, st.st_mtime_ns))
+    for p in paths:
+        st = os.stat(p)
+        out.append((p, st.st_size, st.st_mtime_ns))
     return out
+
+
+def _normalised(p: str) -> bool:
+    """True if ``str(Path(p)) == p`` (no empty or '.' parts), by a check cheaper than building the Path."""
+    return bool(p) and "//" not in p and "/./" not in p and not p.startswith("./") and not p.endswith(("/", "/."))
 
 
 def cached_arrays(
@@ -46,6 +88,7 @@ def cached_arrays(
     root = Path(raw_dir) / CACHE_FOLDER
     entry = root / f"{name}-{digest}"
     if not (entry / "DONE").exists():
+        refuse_in_prefetch(f"building the cache {entry}")
         arrays = build()
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))

@@ -188,24 +188,28 @@ def _read_pickles(files: list[Path]) -> dict[str, np.ndarray]:
     }
 
 
-def _list_folder(split_dir: Path) -> list[tuple[Path, int]]:
-    """(image, label) pairs of one split folder, classes in the standard order, files sorted by name."""
+def _list_folder(split_dir: Path) -> list[tuple[str, int]]:
+    """(image, label) pairs of one split folder, classes in the standard order, files sorted by name.
+
+    Paths are strings, as ``str(split_dir / class / name)`` writes them (60,000 ``Path`` objects
+    would cost a good part of a second at every load)."""
     extra = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and d.name not in CLASSES)
     if extra:
         raise UserError(f"unknown class folder(s) {', '.join(extra)} in {split_dir}; valid: {', '.join(CLASSES)}")
-    items = [
-        (split_dir / name / f, label)
-        for label, name in enumerate(CLASSES)
-        if (split_dir / name).is_dir()
-        for f in sorted(e.name for e in os.scandir(split_dir / name))
-        if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES
-    ]
+    items = []
+    for label, name in enumerate(CLASSES):
+        folder = split_dir / name
+        if not folder.is_dir():
+            continue
+        prefix = f"{folder}/"
+        items += [(prefix + f, label) for f in sorted(e.name for e in os.scandir(folder))
+                  if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
     if not items:
         raise UserError(f"no images in {split_dir}\nExpected layout:\n{LAYOUT}")
     return items
 
 
-def _read_folder(listing: dict[str, list[tuple[Path, int]]]) -> dict[str, np.ndarray]:
+def _read_folder(listing: dict[str, list[tuple[str, int]]]) -> dict[str, np.ndarray]:
     out = {}
     for split, items in listing.items():
         x = np.empty((len(items), 32, 32, 3), dtype=np.uint8)

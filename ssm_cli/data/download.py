@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from ssm_cli.data.cache import fingerprint
+from ssm_cli.data.cache import fingerprint, refuse_in_prefetch
 from ssm_cli.errors import UserError
 
 TIMEOUT_S = 30
@@ -48,6 +48,7 @@ def fetch(url: str, dest: Path, *, checksum: tuple[str, str] | None = None, offl
     dest = Path(dest)
     if dest.exists() and (checksum is None or file_digest(dest, checksum[0]) == checksum[1]):
         return dest
+    refuse_in_prefetch(f"downloading {url}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
@@ -79,6 +80,7 @@ def fetch(url: str, dest: Path, *, checksum: tuple[str, str] | None = None, offl
 
 def extract(archive: Path, into: Path) -> Path:
     """Unpack a .tar/.tar.gz/.tgz ``archive`` into ``into`` (refusing members that escape it)."""
+    refuse_in_prefetch(f"unpacking {archive}")
     into.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive) as tar:
@@ -97,6 +99,7 @@ def extract(archive: Path, into: Path) -> Path:
 
 def remove(path: Path) -> None:
     """Delete a file or folder if present (used to drop an archive once unpacked)."""
+    refuse_in_prefetch(f"removing {path}")
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:

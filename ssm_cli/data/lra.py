@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ssm_cli.data.base import DatasetBundle, DataSpec
-from ssm_cli.data.cache import cached_arrays, fingerprint
+from ssm_cli.data.cache import cached_arrays, fingerprint, refuse_in_prefetch
 from ssm_cli.errors import UserError
 
 LRA_RELEASE_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
@@ -91,6 +91,7 @@ def download_and_unpack(url: str, dest: Path, what: str, timeout: float = 30.0) 
 
     Returns the folder the archive was unpacked into; raises UserError naming the URL on failure.
     """
+    refuse_in_prefetch(f"downloading {url}")
     dest.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".download-", dir=dest))
     archive = work / "archive.tar.gz"

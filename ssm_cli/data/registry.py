@@ -4,15 +4,27 @@ Loaders are imported lazily ("module:function") so that a missing optional depen
 dataset never breaks another. A loader is called as ``fn(data_dir: Path, **options)`` and returns
 a ``DatasetBundle``; it raises ``UserError`` naming the exact path, layout and remedy when the
 data is missing or corrupt.
+
+``prefetch`` starts a load in a background thread (``ssm run`` does, while it imports Lightning);
+the next ``load_dataset`` with the same arguments takes its result. Loaders may therefore run
+off the main thread: they use no global random state (seeded generators only) and write nothing
+but through ``ssm_cli.data.download`` and ``ssm_cli.data.cache``, which refuse to download or
+build a cache during a prefetch (``cache.refuse_in_prefetch``); the load then runs in the caller.
 """
 from __future__ import annotations
 
 import importlib
+import json
+import threading
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssm_cli.errors import UserError
 from ssm_cli.data.base import DatasetBundle
+from ssm_cli.data.cache import prefetching
+from ssm_cli.errors import UserError
+from ssm_cli.trace import trace
 
 
 @dataclass(frozen=True)
@@ -43,9 +55,73 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def load_dataset(name: str, data_dir: str | Path, **options) -> DatasetBundle:
-    """Load dataset ``name`` from ``data_dir``; options are the dataset config's keys."""
+def loader(name: str):
+    """The loader function of dataset ``name`` (importing its module)."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     module, fn = DATASETS[name].loader.split(":")
-    return getattr(importlib.import_module(module), fn)(Path(data_dir), **options)
+    return getattr(importlib.import_module(module), fn)
+
+
+def load_dataset(name: str, data_dir: str | Path, **options) -> DatasetBundle:
+    """Load dataset ``name`` from ``data_dir``; options are the dataset config's keys.
+
+    Takes the result of a ``prefetch`` of the same arguments (waiting for it) when there is one;
+    a prefetch that failed or gave up is not reported: the load runs here, as it would have."""
+    fn = loader(name)
+    pending = _PREFETCHES.pop(_key(name, data_dir, options), None)
+    if pending is not None:
+        t = time.perf_counter()
+        try:
+            bundle = pending.result()
+        except Exception:  # e.g. data missing, or a download the prefetch may not do: load here
+            pass
+        else:
+            trace(f"data loaded: {name} (prefetched; waited {time.perf_counter() - t:.2f} s)")
+            return bundle
+    bundle = fn(Path(data_dir), **options)
+    trace(f"data loaded: {name}")
+    return bundle
+
+
+# ---------------------------------------------------------------- prefetch
+
+_PREFETCHES: dict[str, Future] = {}
+
+
+def _key(name: str, data_dir: str | Path, options: dict) -> str:
+    return json.dumps([name, str(data_dir), options], sort_keys=True, default=str)
+
+
+def prefetch(name: str, data_dir: str | Path, **options) -> Future:
+    """Start ``load_dataset(name, data_dir, **options)`` in a background (daemon) thread.
+
+    The next ``load_dataset`` with the same arguments returns its result; the loader's module is
+    imported here, in the caller's thread. Data that would need a download or a cache build is not
+    prefetched (the load then runs, with its progress bars, in the caller). Returns the future."""
+    key = _key(name, data_dir, options)
+    if key in _PREFETCHES:
+        return _PREFETCHES[key]
+    fn = loader(name)
+    future: Future = Future()
+
+    def work() -> None:
+        try:
+            with prefetching():
+                bundle = fn(Path(data_dir), **options)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller, who loads again
+            future.set_exception(e)
+            return
+        try:
+            trace(f"data read in the background: {name}", sync=False)
+        finally:
+            future.set_result(bundle)
+
+    _PREFETCHES[key] = future
+    threading.Thread(target=work, name=f"ssm-prefetch-{name}", daemon=True).start()
+    return future
+
+
+def drop_prefetches() -> None:
+    """Forget prefetches nobody took (their data is freed once their threads end)."""
+    _PREFETCHES.clear()

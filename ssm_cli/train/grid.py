@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm_cli.config import compose, config_hash
 from ssm_cli.errors import UserError
+from ssm_cli.trace import trace
 from ssm_cli.train.record import CONFIG, read_record
 
 SINGLE = "single"  # the ablation folder of runs made without an ablation
@@ -63,6 +64,7 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
         names = [v["name"] for v in variants]
         if len(set(names)) != len(names):
             raise UserError(f"ablation {ablation_name!r} has duplicate variant names: {names}")
+    trace("base config composed")
     runs = []
     for index, variant in enumerate(variants):
         v_overrides = list(variant.get("overrides") or [])
@@ -80,6 +82,7 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
             run_dir = Path(c.out_dir) / ablation_name / c.dataset.name / variant["name"] / f"seed{seed}-{h}"
             runs.append(PlannedRun(ablation_name, c.dataset.name, variant["name"], int(seed),
                                    list(overrides) + v_overrides, c, run_dir))
+    trace(f"configs composed: {len(variants)} variant(s), {len(runs)} run(s)")
     return runs
 
 
@@ -128,15 +131,53 @@ def todo(runs: list[PlannedRun], retry_failed: bool) -> list[PlannedRun]:
     return [r for r in runs if r.status not in skip]
 
 
+def start_early(cfg: DictConfig) -> None:
+    """Start what a run will need and that does not need Lightning, in background threads, so it
+    goes on while Lightning is imported (seconds; on some machines tens of seconds): the run's
+    dataset is read (``ssm_cli.data.registry.prefetch``; ``load_dataset`` in the run takes it), and
+    CUDA is initialised when the run will train on it. Neither changes what the run computes."""
+    import threading
+
+    import torch
+
+    from ssm_cli.data.registry import prefetch
+
+    options = OmegaConf.to_container(cfg.dataset.options, resolve=True)
+    prefetch(cfg.dataset.name, cfg.data_dir, **options)
+    acc = cfg.trainer.accelerator
+    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+        threading.Thread(target=_init_cuda, name="ssm-cuda-init", daemon=True).start()
+
+
+def _init_cuda() -> None:
+    import torch
+
+    try:
+        torch.cuda.init()  # the run's first CUDA call would do it (environment(), then the model)
+    except Exception:  # noqa: BLE001 - the run's own first CUDA call reports the problem
+        return
+    trace("CUDA initialised in the background", sync=False)
+
+
 def run_serial(units: list[list[PlannedRun]], on_done) -> None:
-    """Each unit (one run, or a pack of runs) in turn, in this process."""
+    """Each unit (one run, or a pack of runs) in turn, in this process; the first unit's data is
+    read while Lightning is imported (``start_early``)."""
+    from ssm_cli.data.registry import drop_prefetches
+
+    if units:
+        start_early(units[0][0].cfg)
     from ssm_cli.train.run import execute_pack
 
-    for unit in units:
-        for r in unit:
-            prepare(r)
-        for r, record in zip(unit, execute_pack([r.run_dir for r in unit])):
-            on_done(r, record)
+    trace("training code imported (Lightning)")
+    try:
+        for unit in units:
+            for r in unit:
+                prepare(r)
+            for r, record in zip(unit, execute_pack([r.run_dir for r in unit])):
+                on_done(r, record)
+            drop_prefetches()  # one the run did not take (its config.yaml names other data)
+    finally:
+        drop_prefetches()
 
 
 def run_local(units: list[list[PlannedRun]], jobs: int, on_done) -> None:

@@ -1,8 +1,10 @@
 """Batches for training and evaluation.
 
-Small datasets (all of sCIFAR is 600 MB as float32) are kept whole as tensors on the training
+Small datasets (all of sCIFAR is 737 MB as float32) are kept whole as tensors on the training
 device and batched by indexing, which removes the DataLoader and host-to-device copies from the
 step; larger ones go through a standard DataLoader. Evaluation never drops the last batch.
+Datasets stored compactly (e.g. uint8 pixels) go to the device as stored and are mapped to their
+items there (``ArrayDataset.tensors``): the same values, a quarter of the bytes to copy.
 """
 from __future__ import annotations
 
@@ -11,21 +13,25 @@ import math
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ssm_cli.trace import trace
+
 ON_DEVICE_LIMIT_BYTES = 4 * 2**30
 
 
-def dataset_tensors(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """All items of a map-style dataset stacked: (x (n ...), y (n ...))."""
+def dataset_tensors(ds: Dataset, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All items of a map-style dataset stacked: (x (n ...), y (n ...)), on ``device`` (default:
+    the CPU)."""
     if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
-        return ds.tensors
-    fast = ds.tensors() if callable(getattr(ds, "tensors", None)) else None  # e.g. ArrayDataset, vectorised
+        x, y = ds.tensors
+        return x.to(device), y.to(device)
+    fast = ds.tensors(device=device) if callable(getattr(ds, "tensors", None)) else None  # e.g. ArrayDataset, vectorised
     if fast is not None:
         return fast
     xs, ys = [], []
     for x, y in DataLoader(ds, batch_size=1024, shuffle=False, num_workers=0):
         xs.append(x)
         ys.append(y)
-    return torch.cat(xs), torch.cat(ys)
+    return torch.cat(xs).to(device), torch.cat(ys).to(device)
 
 
 def dataset_nbytes(ds: Dataset) -> int:
@@ -57,8 +63,9 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, device: torch.devic
                 num_workers: int = 0, seed: int = 0):
     """TensorBatches on ``device`` when given, else a DataLoader (drop_last=False)."""
     if device is not None:
-        x, y = dataset_tensors(ds)
-        return TensorBatches(x.to(device), y.to(device), batch_size, shuffle, seed)
+        x, y = dataset_tensors(ds, device)
+        trace(f"data on {device}: {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}")
+        return TensorBatches(x, y, batch_size, shuffle, seed)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=False, num_workers=num_workers,
                       generator=g if shuffle else None, persistent_workers=num_workers > 0)
