@@ -91,5 +91,6 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
                    if r.get("ablation") == runs[0].ablation and r.get("dataset") == first.dataset.name
                    and r.get("preset") == first.preset.name]
         print(render(aggregate(records), "rich"), end="")
+    trace("grid done")
     bad = sum(n for s, n in outcomes.items() if s not in ("completed", "locked"))
     return 1 if bad else 0

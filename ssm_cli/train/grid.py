@@ -135,7 +135,8 @@ def start_early(cfg: DictConfig) -> None:
     """Start what a run will need and that does not need Lightning, in background threads, so it
     goes on while Lightning is imported (seconds; on some machines tens of seconds): the run's
     dataset is read (``ssm_cli.data.registry.prefetch``; ``load_dataset`` in the run takes it), and
-    CUDA is initialised when the run will train on it. Neither changes what the run computes."""
+    CUDA is initialised when the run will train on it, then torch.compile's worker processes are
+    started if it will compile. None of it changes what the run computes."""
     import threading
 
     import torch
@@ -146,10 +147,11 @@ def start_early(cfg: DictConfig) -> None:
     prefetch(cfg.dataset.name, cfg.data_dir, **options)
     acc = cfg.trainer.accelerator
     if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
-        threading.Thread(target=_init_cuda, name="ssm-cuda-init", daemon=True).start()
+        compiles = cfg.trainer.compile in (True, "auto")  # as SequenceTask decides, on a GPU
+        threading.Thread(target=_init_cuda, args=(compiles,), name="ssm-cuda-init", daemon=True).start()
 
 
-def _init_cuda() -> None:
+def _init_cuda(compiles: bool) -> None:
     import torch
 
     try:
@@ -157,6 +159,16 @@ def _init_cuda() -> None:
     except Exception:  # noqa: BLE001 - the run's own first CUDA call reports the problem
         return
     trace("CUDA initialised in the background", sync=False)
+    if compiles:
+        # torch.compile's first use starts Inductor's pool of compile worker processes, each
+        # importing torch (seconds on a cold machine); started now, they do it during the imports
+        try:
+            from torch._inductor.async_compile import maybe_warm_pool
+
+            maybe_warm_pool()
+        except Exception:  # noqa: BLE001 - private API: without it the first compilation starts them
+            return
+        trace("compile workers started in the background", sync=False)
 
 
 def run_serial(units: list[list[PlannedRun]], on_done) -> None:

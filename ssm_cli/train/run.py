@@ -196,6 +196,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         steps = min(len(train), limit) if isinstance(limit, int) else len(train)
         task = SequenceTask(cfgs, data.spec, list(evals), [rate for _, rate in evals.values()], steps, seed=seed)
         task.evaluate_on(list(evals) if test_at == "every" else ["val"])  # each epoch's evaluation
+        trace(f"model{'s' if len(cfgs) > 1 else ''} built")
         for member, r in zip(task.members, records):
             groups = param_groups(member, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
             r.update(n_params=sum(p.numel() for p in member.parameters()), optimizer_groups=describe_groups(groups),
