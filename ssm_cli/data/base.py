@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from torch.utils.data import Dataset
+if TYPE_CHECKING:  # annotations only: the command line starts without importing torch
+    from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)

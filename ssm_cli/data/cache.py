@@ -4,6 +4,9 @@ A cache entry is a folder of ``.npy`` files under ``<raw_dir>/.ssm_cache/<name>-
 covers the processing version, the processing options and a fingerprint (path, size, mtime) of
 every raw file, so changing the raw data or the processing builds a new entry; stale entries of the
 same name are removed. Arrays are opened memory-mapped, so a cache larger than RAM still loads.
+Values every load would compute again from an entry's arrays (normalisation statistics, a
+grayscale view) are kept in the entry's ``derived/`` folder once computed (``derived_array``);
+entries of earlier versions get them at their first load.
 
 A load may run in a background thread (``ssm_cli.data.registry.prefetch``). There, building a
 cache or downloading (``refuse_in_prefetch``) raises ``NotPrefetchable``: that work, with its
@@ -18,7 +21,7 @@ import shutil
 import tempfile
 import threading
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -54,7 +57,7 @@ def fingerprint(files: Iterable[Path | str]) -> list[tuple[str, int, int]]:
     Paths are written as ``str(Path(p))`` and ordered as ``Path``s order (both are part of cache
     keys); strings already in that form are taken as they are, which saves building a ``Path``
     per file (tens of thousands for an image folder)."""
-    paths = [f if isinstance(f, str) and _normalised(f) else str(Path(f)) for f in files]
+    paths = [_as_str(f) for f in files]
     if len({p.startswith("/") for p in paths}) > 1:  # absolute and relative mixed: Path's own order
         paths.sort(key=Path)
     else:  # one anchor: Path compares the parts, i.e. the '/'-separated pieces
@@ -64,6 +67,15 @@ def fingerprint(files: Iterable[Path | str]) -> list[tuple[str, int, int]]:
         st = os.stat(p)
         out.append((p, st.st_size, st.st_mtime_ns))
     return out
+
+
+def _as_str(f: Path | str) -> str:
+    """``str(Path(f))``, without building a Path when ``f`` is one already or a normalised string."""
+    if isinstance(f, PurePath):
+        return str(f)
+    if isinstance(f, str) and _normalised(f):
+        return f
+    return str(Path(f))
 
 
 def _normalised(p: str) -> bool:
@@ -104,3 +116,39 @@ def cached_arrays(
         else:
             os.replace(tmp, entry)
     return {f.stem: np.load(f, mmap_mode="r") for f in sorted(entry.glob("*.npy"))}
+
+
+DERIVED = "derived"
+
+
+def derived_array(arrays: dict[str, np.ndarray], name: str, compute: Callable[[], np.ndarray],
+                  mmap: bool = False) -> np.ndarray:
+    """``compute()``, kept in the cache entry that ``arrays`` (a ``cached_arrays`` result) came from.
+
+    The first load computes and stores it (``<entry>/derived/<name>.npy``, written atomically),
+    later loads read it back: the same array, bit for bit. ``name`` must change whenever
+    ``compute`` does. Nothing is stored when the entry cannot be written (e.g. a read-only data
+    folder) or ``arrays`` are not a cache entry's; then it is computed at every load, as before.
+    ``mmap``: open the stored array memory-mapped (large arrays)."""
+    first = next(iter(arrays.values()), None)
+    filename = getattr(first, "filename", None)
+    entry = Path(filename).parent if filename else None
+    if entry is None or not (entry / "DONE").exists():
+        return compute()
+    path = entry / DERIVED / f"{name}.npy"
+    if path.exists():
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError):  # unreadable: compute it again (and replace it)
+            pass
+    value = np.ascontiguousarray(compute())
+    tmp = path.with_name(f".{name}-{os.getpid()}-{threading.get_ident()}.npy")  # like the entry's files
+    try:
+        path.parent.mkdir(exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.save(f, value)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return value
+    return np.load(path, mmap_mode="r") if mmap else value

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssm_cli.data.base import DatasetBundle
-from ssm_cli.data.cache import prefetching
 from ssm_cli.errors import UserError
 from ssm_cli.trace import trace
 
@@ -99,6 +98,8 @@ def prefetch(name: str, data_dir: str | Path, **options) -> Future:
     The next ``load_dataset`` with the same arguments returns its result; the loader's module is
     imported here, in the caller's thread. Data that would need a download or a cache build is not
     prefetched (the load then runs, with its progress bars, in the caller). Returns the future."""
+    from ssm_cli.data.cache import prefetching
+
     key = _key(name, data_dir, options)
     if key in _PREFETCHES:
         return _PREFETCHES[key]

@@ -146,11 +146,13 @@ def load_waveforms(data_dir: Path, version: str = "v0.02", download: bool = True
     for path in lists.values():
         if not path.is_file():
             raise UserError(f"Speech Commands split list missing: {path}\nExpected layout:\n{layout(version)}")
+    # the clips of each word's folder ("*.wav") sorted by name, as strings like str(folder / word / name):
+    # 105,000 Path objects would cost a second at every load
     clips = [
-        (label, wav)
+        (label, f"{folder / word}/{name}")
         for label, word in enumerate(WORDS[version])
         if (folder / word).is_dir()
-        for wav in sorted((folder / word).glob("*.wav"))
+        for name in sorted(e.name for e in os.scandir(folder / word) if e.name.endswith(".wav"))
     ]
     files = [wav for _, wav in clips] + list(lists.values())
     key = {"version": PROCESSING_VERSION, "words": WORDS[version], "n_files": len(files), "files": files_digest(files)}
@@ -171,7 +173,7 @@ def load_waveforms(data_dir: Path, version: str = "v0.02", download: bool = True
             path.unlink(missing_ok=True)
 
 
-def _read_clips(clips: list[tuple[int, Path]], lists: dict[str, Path], scratch: Path) -> dict[str, np.ndarray]:
+def _read_clips(clips: list[tuple[int, str]], lists: dict[str, Path], scratch: Path) -> dict[str, np.ndarray]:
     val = set(lists["validation"].read_text().split())
     test = set(lists["testing"].read_text().split())
     audio = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.int16, shape=(len(clips), LENGTH))
@@ -180,7 +182,7 @@ def _read_clips(clips: list[tuple[int, Path]], lists: dict[str, Path], scratch: 
         samples = read_wav(wav)
         audio[i, : len(samples)] = samples[:LENGTH]
         audio[i, len(samples):] = 0
-        rel = f"{wav.parent.name}/{wav.name}"
+        rel = "/".join(wav.rsplit("/", 2)[-2:])  # <word>/<file>, as the split lists name clips
         split[i] = SPLIT_CODES["val"] if rel in val else SPLIT_CODES["test"] if rel in test else SPLIT_CODES["train"]
     audio.flush()
     return {"audio": audio, "label": np.array([label for label, _ in clips], dtype=np.int64), "split": split}
