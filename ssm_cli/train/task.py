@@ -154,8 +154,10 @@ class SequenceTask(pl.LightningModule):
     def check_finite(self) -> None:
         """Note members whose loss went non-finite; raise Diverged once every member has.
 
-        A diverged member of a pack trains on as dead weight (its NaNs stay in its own parameters);
-        the others are unaffected, and its record says where it diverged."""
+        A diverged member of a pack trains on as dead weight (its NaNs stay in its own parameters
+        and activations); the others are unaffected (``ssm_cli.layers.packed``: NaN and Inf never
+        cross from one member to another, forward or backward), and its record says where it
+        diverged."""
         bad = self._train.get("bad_step")
         if not isinstance(bad, torch.Tensor):
             return

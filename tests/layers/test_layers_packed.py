@@ -170,3 +170,113 @@ def test_packed_linear_is_each_members_linear(K):
     g = torch.randn_like(ref)
     for a, c in zip(torch.autograd.grad(out, (z, W, b), g), torch.autograd.grad(ref, (z, W, b), g)):
         torch.testing.assert_close(a, c)
+
+
+# ---- a member that goes non-finite (a diverged run) leaves the others untouched ----------------------
+# IEEE: NaN * 0 = Inf * 0 = NaN, so the zero blocks of the block-diagonal GEMM (K <= 8) would carry one
+# member's NaN/Inf into every member's outputs (forward) and input gradients (backward).
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("K", [3, 10])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_packed_linear_keeps_non_finite_values_in_their_member(K, bad, compiled):
+    from ssm_cli.layers.packed import packed_linear
+
+    torch.manual_seed(0)
+    I, O = 6, 4
+    z = torch.randn(2, 5, K * I, dtype=torch.float64)
+    z[0, 1, I + 2] = bad  # member 1, one row: non-finite activations
+    z[1, 3, I:2 * I] = bad  # and a whole row
+    z.requires_grad_(True)
+    W = torch.randn(K, O, I, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(K, O, dtype=torch.float64, requires_grad=True)
+    f = torch.compile(packed_linear, backend="aot_eager", dynamic=False, fullgraph=True) if compiled else packed_linear
+    out = f(z, W, b)  # K=10: the batched-matmul path
+    ref = torch.cat([F.linear(z[..., I * k:I * (k + 1)], W[k], b[k]) for k in range(K)], dim=-1)
+    g = torch.randn_like(ref)
+    g[0, 2, O + 1] = bad  # member 1's output gradient: non-finite in other rows
+    g[1, 0, O:2 * O] = bad
+    grads, refs = torch.autograd.grad(out, (z, W, b), g), torch.autograd.grad(ref, (z, W, b), g)
+    for k in range(K):
+        zs, os_ = slice(I * k, I * (k + 1)), slice(O * k, O * (k + 1))
+        if k != 1:  # the others: exactly their own linear maps
+            torch.testing.assert_close(out[..., os_], ref[..., os_])
+            torch.testing.assert_close(grads[0][..., zs], refs[0][..., zs])
+        else:  # member 1: not finite exactly where its own linear map is not
+            assert torch.equal(torch.isfinite(out[..., os_]), torch.isfinite(ref[..., os_]))
+            assert not torch.isfinite(out[..., os_]).all()
+            assert torch.equal(torch.isfinite(grads[0][..., zs]), torch.isfinite(refs[0][..., zs]))
+            assert not torch.isfinite(grads[0][..., zs]).all()
+    others = [k for k in range(K) if k != 1]
+    for a, c in zip(grads[1:], refs[1:]):  # dW, db: the others' own; member 1's not finite
+        torch.testing.assert_close(a[others], c[others])
+        assert not torch.isfinite(a[1]).any() and not torch.isfinite(c[1]).all()
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_block_diagonal_linear_is_the_plain_gemm_for_finite_values(guarded, monkeypatch):
+    """Bitwise: the GEMM of finite values with the guards against non-finite ones (always on a GPU
+    and in compiled code), or without them (eager CPU steps whose values are all finite)."""
+    from ssm_cli.layers import packed
+
+    if guarded:
+        monkeypatch.setattr(packed, "_finite_on_host", lambda t: False)
+    torch.manual_seed(0)
+    z = torch.randn(2, 5, 3 * 6, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    out = packed.packed_linear(z, W, b)
+    ref = F.linear(z, torch.block_diag(*W.unbind(0)), b.reshape(-1))  # the former implementation
+    assert torch.equal(out, ref)
+    g = torch.randn_like(ref)
+    for a, c in zip(torch.autograd.grad(out, (z, W, b), g), torch.autograd.grad(ref, (z, W, b), g)):
+        assert torch.equal(a, c)
+
+
+def _corrupt(member, case):
+    with torch.no_grad():
+        if case == "nan":  # every parameter
+            for p in member.parameters():
+                p.fill_(float("nan"))
+        elif case == "nan_kernel":  # the SSM cores only: the residual stream stays finite up to the linear
+            for blk in member.blocks:
+                for p in blk.core.parameters():
+                    p.fill_(float("nan"))
+        elif case == "nan_last_kernel":  # the last block's core only: NaN gradients reach finite activations
+            for p in member.blocks[-1].core.parameters():
+                p.fill_(float("nan"))
+        elif case == "inf":  # Inf activations from the encoder on
+            member.encoder.bias.fill_(float("inf"))
+
+
+@pytest.mark.parametrize("name", ["default", "glu", "channels2", "prenorm", "batchnorm"])
+@pytest.mark.parametrize("case", ["nan", "nan_kernel", "nan_last_kernel", "inf"])
+def test_a_non_finite_member_leaves_the_others_alone(name, case):
+    """Member 1 of 3 diverged: members 0 and 2 compute what they compute beside a finite member 1
+    (bitwise: the zero blocks add exactly nothing) and what they compute alone; member 1 is not finite."""
+    members = _setup(name)
+    clean = PackedModel(copy.deepcopy(members))
+    alone = copy.deepcopy(members)
+    _corrupt(members[1], case)
+    pack = PackedModel(members)
+    torch.manual_seed(0)
+    x = torch.randn(4, 16, 3, dtype=torch.float64)
+    y = torch.randint(0, 5, (4,))
+    outs = []
+    for p in (pack, clean):
+        out = p(x)
+        losses = torch.stack([F.cross_entropy(out[k], y) for k in range(3)])
+        losses.sum().backward()
+        outs.append((out.detach(), losses.detach()))
+    (out, losses), (ref, _) = outs
+    assert not torch.isfinite(out[1]).any() and not torch.isfinite(losses[1])  # its divergence shows
+    assert torch.isfinite(losses[[0, 2]]).all()
+    for k in (0, 2):
+        assert torch.equal(out[k], ref[k]), k
+        for (n, p), q in zip(pack.members[k].named_parameters(), clean.members[k].parameters()):
+            assert torch.equal(p.grad, q.grad), f"member {k} {n}"
+        a = alone[k]
+        torch.testing.assert_close(out[k], a(x), rtol=1e-9, atol=1e-10)
+        F.cross_entropy(a(x), y).backward()
+        for (n, p), q in zip(pack.members[k].named_parameters(), a.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-10, msg=f"member {k} {n}")

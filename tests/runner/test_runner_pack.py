@@ -191,6 +191,37 @@ def test_a_diverged_member_does_not_stop_the_pack(tmp_path):
             assert torch.equal(p, q)
 
 
+def test_a_member_that_diverges_leaves_the_others_as_they_are_alone(tmp_path):
+    """Member 1 of 3 diverges (its SSM learning rate 1e6: NaN within a few steps); members 0 and 2
+    complete with the numbers of their runs alone (NaN * 0 = NaN must not cross the block-diagonal
+    GEMM of the members' linears)."""
+    from ssm_cli.train.grid import plan, prepare
+    from ssm_cli.train.run import execute_pack
+
+    def runs(out, *extra):
+        common = ["preset=smoke", "seeds=[0]", "dataset.options.n_train=64", "dataset.options.n_val=16",
+                  "dataset.options.n_test=16", f"out_dir={tmp_path / out}", f"data_dir={tmp_path / 'data'}"]
+        rs = plan([*common, *extra])
+        for r in rs:
+            prepare(r)
+        return rs
+
+    zoh, bilinear = runs("pack", "ablation=disc")
+    [wild] = runs("pack", "model.lr=1e6")  # differs in a core option only: it may share the pack
+    packed = execute_pack([zoh.run_dir, wild.run_dir, bilinear.run_dir])
+    assert [r["status"] for r in packed] == ["completed", "diverged", "completed"]
+    assert packed[1]["diverged_step"] is not None
+    alone = [execute_pack([r.run_dir])[0] for r in runs("alone", "ablation=disc")]
+    for r, ref in zip([packed[0], packed[2]], alone, strict=True):
+        assert r["variant"] == ref["variant"] and ref["status"] == "completed"
+        for e, f in zip(r["epochs"], ref["epochs"], strict=True):
+            for m in ("train_loss", "val_loss", "test_loss"):
+                if m in e:
+                    assert math.isclose(e[m], f[m], rel_tol=1e-5), (r["variant"], m, e[m], f[m])
+            assert e["val_acc"] == f["val_acc"]
+        assert r["best_epoch"] == ref["best_epoch"] and r["result"] == ref["result"]
+
+
 def test_pack_of_runs_that_all_diverge(ssm, tmp_path):
     out = tmp_path / "runs"
     p = ssm("run", "ablation=disc", "seeds=[0]", f"out_dir={out}", *SMOKE, "dataset.options.noise=inf",
