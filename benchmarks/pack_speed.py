@@ -95,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="no torch.compile of the block tails")
     ap.add_argument("--eager-spectra", action="store_true",
                     help="FFT convolution's spectral products as complex torch ops (compile_spectra off)")
+    ap.add_argument("--compile-times", action="store_true",
+                    help="print torch.compile's time per compiled function after the warm-ups")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None)
@@ -109,6 +111,10 @@ def main(argv=None) -> int:
         v = Variant(K, a, device)
         v.peak_mb = torch.cuda.max_memory_allocated() / 2**20
         variants.append(v)
+    if a.compile_times:
+        from torch._dynamo.utils import compile_times
+
+        print(compile_times(repr="str"))
     for r in range(a.repeats):
         for v in (variants if r % 2 == 0 else variants[::-1]):
             v.rates.append(v.timed(a.steps))

@@ -160,13 +160,9 @@ def _init_cuda(compiles: bool) -> None:
         return
     trace("CUDA initialised in the background", sync=False)
     if compiles:
-        # torch.compile's first use starts Inductor's pool of compile worker processes, each
-        # importing torch (seconds on a cold machine); started now, they do it during the imports
-        try:
-            from torch._inductor.async_compile import maybe_warm_pool
+        from ssm_cli.train import compile_pool
 
-            maybe_warm_pool()
-        except Exception:  # noqa: BLE001 - private API: without it the first compilation starts them
+        if not compile_pool.start():
             return
         trace("compile workers started in the background", sync=False)
 
