@@ -1,21 +1,15 @@
-"""torch.compile's pool of compile worker processes: started early, released once compiled.
+"""torch.compile's pool of compile worker processes, started early.
 
 Inductor compiles its kernels in a pool of worker processes (one per core), which it starts at the
 first compilation: each worker imports torch, seconds on a cold machine. ``start`` starts them
-ahead of time (the runner calls it in a background thread while Lightning is imported). A run
-compiles everything in its first training steps and first evaluation; the pool then idles until
-the process exits, when its shutdown takes seconds. ``release`` shuts it down in the background
-after the first evaluation, while training goes on. Were anything compiled later (a new shape), the
-pool would be started again. Both use Inductor's own functions (a private module): any failure
-leaves Inductor to do what it does without them.
+ahead of time (the runner calls it in a background thread while Lightning is imported), with
+Inductor's own function (a private module): any failure leaves Inductor to start them itself.
+
+Tried and dropped (H100, init grid as a pack): shutting the pool down in the background after the
+first evaluation, and importing Inductor's compiler in that background thread too. The process then
+took 9-11 s to exit instead of 3 s, and the import slowed Lightning's in the main thread.
 """
 from __future__ import annotations
-
-import threading
-
-from ssm_cli.trace import trace
-
-_released = False
 
 
 def start() -> bool:
@@ -24,26 +18,6 @@ def start() -> bool:
         from torch._inductor.async_compile import maybe_warm_pool
 
         maybe_warm_pool()
-        import torch._inductor.compile_fx  # noqa: F401 - what torch.compile() imports when a model is built
     except Exception:  # noqa: BLE001 - private API: without it the first compilation starts them
         return False
     return True
-
-
-def release() -> None:
-    """Shut the compile workers down in a background thread, once per process."""
-    global _released
-    if _released:
-        return
-    _released = True
-
-    def shutdown() -> None:
-        try:
-            from torch._inductor.async_compile import shutdown_compile_workers
-
-            shutdown_compile_workers()
-        except Exception:  # noqa: BLE001 - then they are shut down at exit, as without this
-            return
-        trace("compile workers shut down in the background", sync=False)
-
-    threading.Thread(target=shutdown, name="ssm-compile-pool", daemon=True).start()

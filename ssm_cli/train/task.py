@@ -30,7 +30,6 @@ from omegaconf import DictConfig
 
 from ssm_cli.data.base import DataSpec
 from ssm_cli.trace import trace
-from ssm_cli.train import compile_pool
 from ssm_cli.train.model import build_models
 from ssm_cli.train.record import best_epoch
 
@@ -64,7 +63,6 @@ class SequenceTask(pl.LightningModule):
         if compile_post == "auto":
             compile_post = torch.cuda.is_available() and self.cfg.trainer.accelerator != "cpu"
         self.model = build_models([c.model for c in cfgs], spec, compile_post=bool(compile_post), seed=seed)
-        self.model_compiles = bool(compile_post)
         self.members = list(self.model.members) if self.K > 1 else [self.model]
         # per member: one dict of metrics per finished epoch (saved in checkpoints)
         self.histories: list[list[dict]] = [[] for _ in range(self.K)]
@@ -189,8 +187,6 @@ class SequenceTask(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         trace(f"evaluation of epoch {self.current_epoch + 1} done")
-        if self.model_compiles and not self.trainer.sanity_checking:
-            compile_pool.release()  # all compiled by now: the first training steps and evaluation
         if self._t_eval is not None:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
