@@ -167,8 +167,9 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     wall0 = max(float(r.get("wall_seconds") or 0.0) for r in records)
     # configs written before trainer.test_at existed: every set every epoch, as those runs began
     test_at = cfg.trainer.get("test_at", "every")
+    env = environment()  # once per fit: a git subprocess and the device's name, not one per member
     for r in records:
-        r.update(status="running", attempts=r.get("attempts", 0) + 1, environment=environment(),
+        r.update(status="running", attempts=r.get("attempts", 0) + 1, environment=dict(env),
                  error=None, diverged_step=None, test_at=test_at)
     for d, r in zip(run_dirs, records):
         write_json_atomic(d / "record.json", r)
