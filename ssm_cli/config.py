@@ -75,28 +75,54 @@ def _explain_composition_error(e: Exception, overrides: list[str]) -> str:
     return f"{msg}{': ' + cause if cause else ''}"
 
 
-def compose(overrides: list[str]) -> DictConfig:
+def compose(overrides: list[str], guess: list[str] | None = None) -> DictConfig:
     """Compose the config for ``overrides`` (Hydra syntax), applying the dataset's protocol.
 
     With ``preset=paper|short`` the authors' protocol for the chosen dataset
     (``conf/protocol/<dataset>.yaml``) is selected; ``short`` also sets 10 epochs. The user's own
     overrides still win over both.
+
+    That takes two compositions: one to learn the preset and the dataset, one with what they add
+    (``preset_overrides``). ``guess``, what they add to a related config (a grid's base config,
+    for its variants), saves the first: the config is composed once with the guess and kept if it
+    asks for exactly the guess. The protocol files set neither ``preset`` nor ``dataset``
+    (``tests/runner/test_runner_compose_once.py``), so the preset and dataset seen there are those
+    of the first composition, and the config is the one the two compositions give. A wrong guess
+    costs one composition more.
     """
     overrides = list(overrides)
+    if guess is not None:
+        try:
+            cfg = _compose(list(guess) + overrides)
+            if preset_overrides(cfg, overrides) == list(guess):
+                validate(cfg)
+                return cfg
+        except UserError:  # e.g. the guess does not fit a variant's own dataset or preset:
+            pass  # the two compositions below report what is wrong, if anything is
     cfg = _compose(overrides)
-    extra: list[str] = []
-    if cfg.preset.get("protocol"):
-        if not any(o.split("=")[0] == "protocol" for o in overrides):
-            name = cfg.dataset.name
-            if name not in group_options("protocol"):
-                raise UserError(f"preset={cfg.preset.name} needs the authors' protocol for dataset {name!r}, "
-                                f"but none exists; datasets with a protocol: {', '.join(group_options('protocol'))}")
-            extra.append(f"protocol={name}")
-        if cfg.preset.get("epochs"):
-            extra.append(f"trainer.epochs={cfg.preset.epochs}")
+    extra = preset_overrides(cfg, overrides)
+    if extra:
         cfg = _compose(extra + overrides)
     validate(cfg)
     return cfg
+
+
+def preset_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """The overrides that ``cfg``'s preset puts before the user's ``overrides`` (``cfg`` is their
+    composition): ``protocol=<dataset>`` unless ``overrides`` choose a protocol, and the preset's
+    ``trainer.epochs``. Nothing for a preset without a protocol (``smoke``, ``cpu``)."""
+    if not cfg.preset.get("protocol"):
+        return []
+    extra: list[str] = []
+    if not any(o.split("=")[0] == "protocol" for o in overrides):
+        name = cfg.dataset.name
+        if name not in group_options("protocol"):
+            raise UserError(f"preset={cfg.preset.name} needs the authors' protocol for dataset {name!r}, "
+                            f"but none exists; datasets with a protocol: {', '.join(group_options('protocol'))}")
+        extra.append(f"protocol={name}")
+    if cfg.preset.get("epochs"):
+        extra.append(f"trainer.epochs={cfg.preset.epochs}")
+    return extra
 
 
 def validate(cfg: DictConfig) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ssm_cli.config import compose, config_hash
+from ssm_cli.config import compose, config_hash, preset_overrides
 from ssm_cli.errors import UserError
 from ssm_cli.trace import trace
 from ssm_cli.train.record import CONFIG, read_record
@@ -68,7 +68,9 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
     runs = []
     for index, variant in enumerate(variants):
         v_overrides = list(variant.get("overrides") or [])
-        cfg = compose(overrides + v_overrides) if v_overrides else base
+        # once per variant: the protocol and epochs its preset adds are guessed from the base's
+        guess = preset_overrides(base, overrides + v_overrides)
+        cfg = compose(overrides + v_overrides, guess=guess) if v_overrides else base
         m = metric or ("test_acc" if cfg.dataset.name != "bidmc" else "test_rmse")
         paper = (variant.get("paper") or {}).get(cfg.dataset.name)
         for seed in effective_seeds(cfg):
