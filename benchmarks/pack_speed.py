@@ -1,15 +1,13 @@
 """Training throughput of a pack of K sCIFAR ablation models (``launcher.pack=K``) vs one model.
 
-    python benchmarks/pack_speed.py --K 1 2 5 [--bf16] [--no-compile] [--eager-spectra] [--inverse half c2r]
-                                   [--json out.json]
+    python benchmarks/pack_speed.py --K 1 2 5 [--bf16] [--no-compile] [--eager-spectra] [--json out.json]
 
 Each variant: K ``SequenceModel`` s of the sCIFAR ablation protocol (FACTS §2; inits cycling through
 inv, lin, legs, real, rand) packed as one ``PackedModel`` (K = 1: the plain model), AdamW
 (fused, capturable) over the members' groups, the whole step captured in a CUDA graph as ``ssm run``
 does, ``compile_post`` on unless ``--no-compile``. Random data already on the device, batch 50 per
 member. Reported per variant: step ms, samples/s per member and for the pack (K x batch / step),
-peak memory. ``--inverse``: the FFT convolution's compiled inverse FFTs (``fftconv.INVERSE``), one
-variant per K and choice. Variants alternate between rounds; median over rounds. A benchmark, not a test.
+peak memory. Variants alternate between rounds; median over rounds. A benchmark, not a test.
 """
 from __future__ import annotations
 
@@ -47,12 +45,9 @@ def build(K: int, a, device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 
 
 class Variant:
-    def __init__(self, K: int, inverse: str, a, device):
-        from ssm_cli.layers import fftconv
-
-        self.K, self.inverse, self.a = K, inverse, a
+    def __init__(self, K: int, a, device):
+        self.K, self.a = K, a
         self.model, self.opt = build(K, a, device)
-        before, fftconv.INVERSE = fftconv.INVERSE, inverse  # read when the step is traced and captured
         self.x = torch.randn(a.batch, a.L, 3, device=device)
         self.y = torch.randint(0, 10, (a.batch,), device=device)
         self.rates: list[float] = []
@@ -68,7 +63,6 @@ class Variant:
             self._step()
         torch.cuda.synchronize()
         self.warmup_s = time.perf_counter() - t
-        fftconv.INVERSE = before
 
     def _step(self):
         self.opt.zero_grad(set_to_none=True)
@@ -101,8 +95,6 @@ def main(argv=None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="no torch.compile of the block tails")
     ap.add_argument("--eager-spectra", action="store_true",
                     help="FFT convolution's spectral products as complex torch ops (compile_spectra off)")
-    ap.add_argument("--inverse", nargs="+", default=["half"], choices=["half", "c2r"],
-                    help="compiled inverse FFTs: length-L c2c of pre-twiddled spectra, or torch's irfft")
     ap.add_argument("--compile-times", action="store_true",
                     help="print torch.compile's time per compiled function after the warm-ups")
     ap.add_argument("--steps", type=int, default=30)
@@ -115,11 +107,10 @@ def main(argv=None) -> int:
     device = torch.device("cuda")
     variants = []
     for K in a.K:
-        for inverse in a.inverse:
-            torch.cuda.reset_peak_memory_stats()
-            v = Variant(K, inverse, a, device)
-            v.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-            variants.append(v)
+        torch.cuda.reset_peak_memory_stats()
+        v = Variant(K, a, device)
+        v.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        variants.append(v)
     if a.compile_times:
         from torch._dynamo.utils import compile_times
 
@@ -130,17 +121,17 @@ def main(argv=None) -> int:
     rows = []
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, batch {a.batch} per member, L {a.L}, "
           f"bf16 {a.bf16}, compile_post {not a.no_compile}")
-    print("| K | inverse | step ms | samples/s per member | samples/s, pack | vs K=1 | peak MiB | warm-up s |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| K | step ms | samples/s per member | samples/s, pack | vs K=1 | peak MiB | warm-up s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     base = None
     for v in variants:
         ms = statistics.median(v.rates)
         total = v.K * a.batch / ms * 1e3
         base = base or (total if v.K == 1 else None)
-        rows.append({"K": v.K, "inverse": v.inverse, "step_ms": ms, "member_samples_per_s": a.batch / ms * 1e3, "pack_samples_per_s": total,
+        rows.append({"K": v.K, "step_ms": ms, "member_samples_per_s": a.batch / ms * 1e3, "pack_samples_per_s": total,
                      "peak_mb": v.peak_mb, "warmup_s": v.warmup_s, "rounds_ms": v.rates})
         ratio = f"{total / base:.2f}x" if base else "-"
-        print(f"| {v.K} | {v.inverse} | {ms:.2f} | {a.batch / ms * 1e3:,.0f} | {total:,.0f} | {ratio} | {v.peak_mb:,.0f} | {v.warmup_s:.1f} |")
+        print(f"| {v.K} | {ms:.2f} | {a.batch / ms * 1e3:,.0f} | {total:,.0f} | {ratio} | {v.peak_mb:,.0f} | {v.warmup_s:.1f} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "args": vars(a), "rows": rows}, f, indent=1)

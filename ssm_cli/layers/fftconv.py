@@ -90,17 +90,13 @@ class FFTConv(torch.autograd.Function):
     def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, compiled: bool = False) -> torch.Tensor:
         B_, L, H = u.shape
         C, n = k.shape[0], 2 * L
-        compiled = compiled and _can_compile(u)
+        compiled = compiled and u.is_cuda
         # kernel spectrum with 1/n of the inverse FFT and D folded in (D at tap 0 = flat spectrum D)
         k_f = torch.fft.rfft(k, n=n, norm="forward")  # (C H L+1) = DFT(k) / n
         if D is not None:
             k_f = k_f.add(D[..., None], alpha=1.0 / n)  # (C H L+1) = DFT(k + D delta_0) / n
         u_f = _pad_rfft(u.transpose(1, 2), n, compiled)  # (B H L+1); the padding copy does the transpose
-        if compiled and INVERSE == "half":  # product and pre-twiddle in one kernel, then a length-L c2c FFT
-            z = _compiled("product_half", torch.view_as_real(u_f), torch.view_as_real(k_f), _twiddle(L, u_f))
-            y = _ifft_half(z)  # (B C H 2L)
-        else:
-            y = torch.fft.irfft(_spectral_product(u_f, k_f, compiled), n=n, norm="forward")  # (B C H 2L), no 1/n pass
+        y = torch.fft.irfft(_spectral_product(u_f, k_f, compiled), n=n, norm="forward")  # (B C H 2L), no 1/n pass
         ctx.save_for_backward(u_f, k_f)
         ctx.L, ctx.k_len, ctx.has_D, ctx.compiled = L, k.shape[-1], D is not None, compiled
         # drop the padding, (B, L, C, H) order: a view; C stride = H * (H stride), so (C, H) flattens
@@ -119,19 +115,12 @@ class FFTConv(torch.autograd.Function):
         need_k = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         # grad_u[s] = sum_{c,t} g_c[t] k_c[t - s]: a correlation, spectrum q_f = sum_c G_c conj(K_c);
         # dk[r] = sum_{b,t} g[b,t] u[b,(t - r) mod 2L]: circular correlation, spectrum s_f = sum_b G conj(U)
-        if ctx.compiled and INVERSE == "half":  # the products pre-twiddled, then length-L c2c inverse FFTs
-            zq, zs = _compiled("grads_half", torch.view_as_real(g_f), torch.view_as_real(u_f),
-                               torch.view_as_real(k_f), _twiddle(L, g_f), need_u, need_k, 1.0 / n)
-            q = _ifft_half(zq) if need_u else None  # (B H 2L), 1/n already in k_f
-            gk = _ifft_half(zs) if need_k else None  # (C H 2L), 1/n in zs
-        else:
-            q_f, s_f = _spectral_grads(g_f, u_f, k_f, need_u, need_k, ctx.compiled)  # (B H L+1), (C H L+1)
-            q = torch.fft.irfft(q_f, n=n, norm="forward") if need_u else None  # (B H 2L), 1/n already in k_f
-            gk = torch.fft.irfft(s_f, n=n) if need_k else None  # (C H 2L)
+        q_f, s_f = _spectral_grads(g_f, u_f, k_f, need_u, need_k, ctx.compiled)  # (B H L+1), (C H L+1)
         if need_u:
+            q = torch.fft.irfft(q_f, n=n, norm="forward")  # (B H 2L), 1/n already in k_f
             grad_u = q[..., :L].transpose(1, 2)  # (B L H) view
         if need_k:
-            # gk: gradient of the circular kernel, tap r = lag r
+            gk = torch.fft.irfft(s_f, n=n)  # (C H 2L): gradient of the circular kernel, tap r = lag r
             if ctx.needs_input_grad[1]:
                 grad_k = gk[..., :ctx.k_len]  # causal: taps 0..L-1 (its zero padding has no gradient)
             if ctx.has_D and ctx.needs_input_grad[2]:
@@ -188,86 +177,12 @@ def grads_real(g: torch.Tensor, u: torch.Tensor, k: torch.Tensor, need_q: bool =
     return q, s
 
 
-# ---- inverse real FFTs of length 2L as complex FFTs of length L ----------------------------------
-# torch.fft.irfft on CUDA copies its input first (cuFFT's c2r transforms overwrite their input): a
-# full read and write of every spectrum it inverts. A real signal x of length 2M is also the complex
-# signal z[m] = x[2m] + i x[2m+1] of length M (view_as_real of z, flattened, is x), and
-#   Z[k] = (X[k] + conj X[M-k]) + i e^{i pi k / M} (X[k] - conj X[M-k]),   k = 0..M-1,
-# turns the half spectrum X[0..M] of x into z = ifft(Z) (both unnormalised; X[0] and X[M] real, as
-# in every spectrum of a real signal). The compiled products below write Z directly, so the inverse
-# is an out-of-place c2c FFT that needs no copy. INVERSE = "c2r" keeps the plain irfft (benchmarks).
-INVERSE = "half"
-
-
-def _pretwiddle(ar, ai, br, bi, t, scale: float):
-    """Z = scale * ((a + conj b) + i t (a - conj b)) from a = X[k], b = X[M-k], t = e^{i pi k/M}
-    (real and imaginary parts; t (M, 2)) -> (..., M, 2)."""
-    tr, ti = t[..., 0], t[..., 1]
-    dr, di = ar - br, ai + bi  # a - conj b
-    o_r, o_i = dr * tr - di * ti, dr * ti + di * tr  # t (a - conj b)
-    return torch.stack([(ar + br - o_i) * scale, (ai - bi + o_r) * scale], dim=-1)
-
-
-def _halves(x: torch.Tensor):
-    """x (..., M+1, 2) -> (real, imag) of X[k] and of X[M-k], k = 0..M-1 (views)."""
-    M = x.shape[-2] - 1
-    a, b = x[..., :M, :], x.flip(-2)[..., :M, :]
-    return a[..., 0], a[..., 1], b[..., 0], b[..., 1]
-
-
-def product_half(u: torch.Tensor, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Z (B C H M 2) of the product Y = u_f[:, None] * k_f, on view_as_real tensors u (B H M+1 2),
-    k (C H M+1 2), t = ``_twiddle(M)``: irfft(Y, n=2M, norm="forward") = ``_ifft_half(Z)``."""
-    uar, uai, ubr, ubi = (x[:, None] for x in _halves(u))
-    kar, kai, kbr, kbi = _halves(k)
-    return _pretwiddle(uar * kar - uai * kai, uar * kai + uai * kar,
-                       ubr * kbr - ubi * kbi, ubr * kbi + ubi * kbr, t, 1.0)
-
-
-def grads_half(g: torch.Tensor, u: torch.Tensor, k: torch.Tensor, t: torch.Tensor, need_q: bool = True,
-               need_s: bool = True, scale_s: float = 1.0):
-    """Z of q = sum_c g conj(k) (B H M 2) and of s = sum_b g conj(u) (C H M 2, times ``scale_s``)
-    (None where not needed), on view_as_real tensors g (B C H M+1 2), u (B H M+1 2), k (C H M+1 2)."""
-    gar, gai, gbr, gbi = _halves(g)
-    zq = zs = None
-    if need_q:
-        kar, kai, kbr, kbi = _halves(k)
-        zq = _pretwiddle((gar * kar + gai * kai).sum(1), (gai * kar - gar * kai).sum(1),
-                         (gbr * kbr + gbi * kbi).sum(1), (gbi * kbr - gbr * kbi).sum(1), t, 1.0)
-    if need_s:
-        uar, uai, ubr, ubi = (x[:, None] for x in _halves(u))
-        zs = _pretwiddle((gar * uar + gai * uai).sum(0), (gai * uar - gar * uai).sum(0),
-                         (gbr * ubr + gbi * ubi).sum(0), (gbi * ubr - gbr * ubi).sum(0), t, scale_s)
-    return zq, zs
-
-
-def _ifft_half(z: torch.Tensor) -> torch.Tensor:
-    """The real signal (..., 2M) of ``product_half``/``grads_half``'s Z (..., M, 2): unnormalised."""
-    return torch.view_as_real(torch.fft.ifft(torch.view_as_complex(z), norm="forward")).flatten(-2)
-
-
-_TWIDDLES: dict = {}
-
-
-def _twiddle(M: int, like: torch.Tensor) -> torch.Tensor:
-    """e^{i pi k / M}, k = 0..M-1, as (M, 2) of like's real dtype and device (computed in float64),
-    one per (M, dtype, device)."""
-    dtype = like.real.dtype if like.is_complex() else like.dtype
-    key = (M, dtype, like.device)
-    t = _TWIDDLES.get(key)
-    if t is None:
-        angle = torch.arange(M, dtype=torch.float64) * (torch.pi / M)
-        t = _TWIDDLES[key] = torch.stack([angle.cos(), angle.sin()], -1).to(like.device, dtype)
-    return t
-
-
 def pad_real(x: torch.Tensor, n: int) -> torch.Tensor:
     """x (..., L) of any strides zero-padded to (..., n), contiguous."""
     return F.pad(x, (0, n - x.shape[-1]))
 
 
-_FUNCTIONS = {"pad": pad_real, "product": product_real, "grads": grads_real,
-              "product_half": product_half, "grads_half": grads_half}
+_FUNCTIONS = {"pad": pad_real, "product": product_real, "grads": grads_real}
 _COMPILED: dict = {}
 
 
@@ -298,11 +213,6 @@ def _batch_corr(g_f: torch.Tensor, u_f: torch.Tensor) -> torch.Tensor:
     L=1024, so the conj pass is kept. Conjugating g_f instead costs the same for C=1, more for C>1.
     """
     return (g_f * u_f.conj()[:, None]).sum(0)
-
-
-def _can_compile(t: torch.Tensor) -> bool:
-    """``compiled`` applies on CUDA only (the CPU runs the complex ops; tests patch this)."""
-    return t.is_cuda
 
 
 def conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None, compiled: bool = False) -> torch.Tensor:

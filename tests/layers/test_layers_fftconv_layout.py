@@ -1,12 +1,8 @@
 """FFTConv (strided views, correlation-form backward) against autograd through the reference fft_conv."""
-import cmath
-import math
-
 import pytest
 import torch
 
-from ssm_cli.layers import fftconv as fc
-from ssm_cli.layers.fftconv import FFTConv, _batch_corr, conv, fft_conv, grads_half, grads_real, product_half, product_real
+from ssm_cli.layers.fftconv import FFTConv, _batch_corr, conv, fft_conv, grads_real, product_real
 
 F64 = torch.float64
 
@@ -156,73 +152,6 @@ def test_real_arithmetic_spectral_products_equal_the_complex_ones(C):
         if need_s:  # sum_b G_b conj(U_b), written out, and the complex-op path
             tight(torch.view_as_complex(s), sum(g_f[b] * u_f[b].conj()[None] for b in range(B_)))
             tight(torch.view_as_complex(s), _batch_corr(g_f, u_f))
-
-
-@pytest.mark.parametrize("M", [1, 2, 3, 8, 17])
-def test_half_length_complex_inverse_equals_irfft(M):
-    """irfft of a half spectrum X[0..M] (n = 2M) = the length-M complex inverse FFT of its pre-twiddled
-    Z, read as interleaved real and imaginary parts (``_pretwiddle``, ``_ifft_half``)."""
-    torch.manual_seed(M)
-    x = torch.randn(3, 2 * M, dtype=F64)
-    X = torch.view_as_real(torch.fft.rfft(x))  # (3 M+1 2)
-    for scale in (1.0, 0.25):
-        z = fc._pretwiddle(*fc._halves(X), fc._twiddle(M, X), scale)
-        assert z.shape == (3, M, 2)
-        tight(fc._ifft_half(z), scale * torch.fft.irfft(torch.view_as_complex(X), n=2 * M, norm="forward"))
-    tight(fc._ifft_half(fc._pretwiddle(*fc._halves(X), fc._twiddle(M, X), 1.0)) / (2 * M), x)
-
-
-def test_twiddle_is_its_formula():
-    t = torch.view_as_complex(fc._twiddle(6, torch.zeros(1, dtype=F64)))
-    tight(t, torch.tensor([cmath.exp(1j * math.pi * k / 6) for k in range(6)], dtype=torch.complex128))
-    assert fc._twiddle(6, torch.zeros(1)).dtype == torch.float32
-    assert fc._twiddle(6, torch.zeros(1, dtype=torch.complex64)).dtype == torch.float32
-
-
-@pytest.mark.parametrize("C", [1, 3])
-def test_pretwiddled_products_invert_to_the_irfft_of_the_complex_ones(C):
-    """``product_half`` / ``grads_half`` then ``_ifft_half`` = irfft of the complex-op products, for
-    spectra of real signals (real DC and Nyquist terms)."""
-    torch.manual_seed(7 + C)
-    B_, H, M = 4, 3, 8
-    spec = lambda *shape: torch.fft.rfft(torch.randn(*shape, 2 * M, dtype=F64))  # noqa: E731
-    u_f, k_f, g_f = spec(B_, H), spec(C, H), spec(B_, C, H)
-    r, t = torch.view_as_real, fc._twiddle(M, u_f)
-    irfft = lambda X, **kw: torch.fft.irfft(X, n=2 * M, **kw)  # noqa: E731
-    tight(fc._ifft_half(product_half(r(u_f), r(k_f), t)), irfft(u_f[:, None] * k_f, norm="forward"))
-    for need_q, need_s in ((True, True), (True, False), (False, True)):
-        zq, zs = grads_half(r(g_f), r(u_f), r(k_f), t, need_q, need_s, 1.0 / (2 * M))
-        assert (zq is None) != need_q and (zs is None) != need_s
-        if need_q:
-            tight(fc._ifft_half(zq), irfft((g_f * k_f.conj()).sum(1), norm="forward"))
-        if need_s:
-            tight(fc._ifft_half(zs), irfft(_batch_corr(g_f, u_f)))
-
-
-@pytest.mark.parametrize("inverse", ["half", "c2r"])
-@pytest.mark.parametrize("two_sided", [False, True])
-@pytest.mark.parametrize("C", [1, 2])
-def test_compiled_path_equals_the_reference_on_the_cpu(monkeypatch, inverse, two_sided, C):
-    """``conv(compiled=True)``'s wiring (compiled padding, pre-twiddled products, half-length inverse
-    FFTs, or the c2r path) in float64 on the CPU, Dynamo's eager backend standing in for inductor."""
-    compile_ = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda f, **kw: compile_(f, backend="eager", **kw))
-    monkeypatch.setattr(fc, "_COMPILED", {})
-    monkeypatch.setattr(fc, "_can_compile", lambda t: True)
-    monkeypatch.setattr(fc, "INVERSE", inverse)
-    torch.manual_seed(C)
-    B_, L, H = 3, 8, 4
-    ins = [torch.randn(B_, L, H, dtype=F64), torch.randn(C, H, 2 * L if two_sided else L, dtype=F64),
-           torch.randn(C, H, dtype=F64)]
-    g = torch.randn(B_, L, C * H, dtype=F64)
-    outs = []
-    for compiled in (True, False):
-        ts = [t.clone().requires_grad_() for t in ins]
-        y = conv(*ts, compiled=compiled)
-        outs.append([y, *torch.autograd.grad(y, ts, g)])
-    for a, b in zip(*outs):
-        tight(a, b)
-    assert any(key[0] == ("product_half" if inverse == "half" else "product") for key in fc._COMPILED)
 
 
 def test_compiled_functions_never_hit_the_recompile_limit(monkeypatch):
