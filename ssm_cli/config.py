@@ -22,7 +22,7 @@ CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parents[1] /
 # Keys that describe where/how a run executes, not what it computes: left out of the config hash.
 HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name", "run",
                  "trainer.progress", "trainer.num_workers", "trainer.data_on_device",
-                 "trainer.cuda_graphs", "trainer.eval_batch_size", "trainer.compile", "trainer.precompile",
+                 "trainer.cuda_graphs", "trainer.eval_batch_size", "trainer.compile",
                  "trainer.test_at")  # when the test sets are evaluated, not what the test metric is
 
 # Value checks for keys outside the model (the model's keys are checked by ssm_cli.layers).
@@ -33,7 +33,6 @@ CHOICES = {
     "optimizer.name": ("adamw",),
     "trainer.cuda_graphs": (True, False),
     "trainer.compile": ("auto", True, False),
-    "trainer.precompile": (True, False),
     "trainer.matmul_precision": ("highest", "high", "medium"),
     "trainer.test_at": ("best", "every"),
     "scheduler.name": ("cosine", "step", "constant"),

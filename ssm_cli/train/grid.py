@@ -133,30 +133,22 @@ def todo(runs: list[PlannedRun], retry_failed: bool) -> list[PlannedRun]:
     return [r for r in runs if r.status not in skip]
 
 
-def start_early(cfgs: DictConfig | list[DictConfig]) -> None:
-    """Start what a run (``cfgs``: its config, or its pack's member configs) will need and that does
-    not need Lightning, so it goes on while Lightning is imported (seconds; on some machines tens of
-    seconds): when the run compiles on a GPU, a second process compiles its kernels
-    (``ssm_cli.train.precompile``; the run waits for it before its first step); in background
-    threads, the run's dataset is read (``ssm_cli.data.registry.prefetch``; ``load_dataset`` in the
-    run takes it), and CUDA is initialised when the run will train on it, then torch.compile's worker
-    processes are started if it will compile. None of it changes what the run computes."""
+def start_early(cfg: DictConfig) -> None:
+    """Start what a run will need and that does not need Lightning, in background threads, so it
+    goes on while Lightning is imported (seconds; on some machines tens of seconds): the run's
+    dataset is read (``ssm_cli.data.registry.prefetch``; ``load_dataset`` in the run takes it), and
+    CUDA is initialised when the run will train on it, then torch.compile's worker processes are
+    started if it will compile. None of it changes what the run computes."""
     import threading
 
     import torch
 
     from ssm_cli.data.registry import prefetch
-    from ssm_cli.train import precompile
 
-    cfgs = list(cfgs) if isinstance(cfgs, (list, tuple)) else [cfgs]
-    cfg = cfgs[0]
-    acc = cfg.trainer.accelerator
-    cuda = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
-    if precompile.wanted(cfg, cuda):
-        precompile.start(cfgs)
     options = OmegaConf.to_container(cfg.dataset.options, resolve=True)
     prefetch(cfg.dataset.name, cfg.data_dir, **options)
-    if cuda:
+    acc = cfg.trainer.accelerator
+    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
         compiles = cfg.trainer.compile in (True, "auto")  # as SequenceTask decides, on a GPU
         threading.Thread(target=_init_cuda, args=(compiles,), name="ssm-cuda-init", daemon=True).start()
 
@@ -183,7 +175,7 @@ def run_serial(units: list[list[PlannedRun]], on_done) -> None:
     from ssm_cli.data.registry import drop_prefetches
 
     if units:
-        start_early([r.cfg for r in units[0]])  # a pack's members: its precompile builds them all
+        start_early(units[0][0].cfg)
     from ssm_cli.train.run import execute_pack
 
     trace("training code imported (Lightning)")

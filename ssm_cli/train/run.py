@@ -20,7 +20,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.errors import UserError
-from ssm_cli.train import precompile
 from ssm_cli.train.record import (CHECKPOINT, CONFIG, best_epoch, environment, read_record, run_lock,
                                   write_json_atomic)
 
@@ -159,7 +158,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     from ssm_cli.data import load_dataset
     from ssm_cli.layers import describe_groups, param_groups
     from ssm_cli.train.loaders import ON_DEVICE_LIMIT_BYTES, dataset_nbytes, make_loader
-    from ssm_cli.trace import ENABLED as trace_enabled, trace
+    from ssm_cli.trace import trace
     from ssm_cli.train.task import Diverged, SequenceTask
 
     cfg = cfgs[0]  # a pack's members share everything but their SSM cores
@@ -218,15 +217,12 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         for r in records:  # data, model, loaders: what a run spends before its first step
             r["setup_seconds"] = time.perf_counter() - t0
         trace(f"setup done ({len(records)} run(s))")
-        precompile.wait()  # its kernels in the compile caches before the first step compiles them
         trainer.fit(task, train_dataloaders=train, val_dataloaders=[eval_loaders[n] for n in task.loop_names],
                     ckpt_path=str(ckpt) if ckpt.exists() else None,
                     weights_only=False)  # our own checkpoint: it holds the scheduler's state objects
         task.check_finite()
         # also after a resume whose epochs were all done (fit returns at once): the pass has not run
         test_seconds = run_test_pass(trainer, task, eval_loaders)
-        if trace_enabled:
-            trace(precompile.cache_report())
         peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
         for k, r in enumerate(records):
             if k in task.diverged:

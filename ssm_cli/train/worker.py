@@ -15,7 +15,7 @@ from ssm_cli.train.record import CONFIG
 
 def main(run_dirs: list[Path]) -> int:
     try:
-        start_early([OmegaConf.load(d / CONFIG) for d in run_dirs])  # a run, or a pack's members
+        start_early(OmegaConf.load(run_dirs[0] / CONFIG))  # a pack's members share their data
         from ssm_cli.train.run import execute_pack
 
         trace("training code imported (Lightning)")
