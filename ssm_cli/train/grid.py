@@ -68,9 +68,9 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
     runs = []
     for index, variant in enumerate(variants):
         v_overrides = list(variant.get("overrides") or [])
-        # once per variant: the protocol and epochs its preset adds are guessed from the base's
-        guess = preset_overrides(base, overrides + v_overrides)
-        cfg = compose(overrides + v_overrides, guess=guess) if v_overrides else base
+        cfg = base
+        if v_overrides:  # composed once: the protocol and epochs its preset adds guessed from the base's
+            cfg = compose(overrides + v_overrides, guess=preset_overrides(base, overrides + v_overrides))
         m = metric or ("test_acc" if cfg.dataset.name != "bidmc" else "test_rmse")
         paper = (variant.get("paper") or {}).get(cfg.dataset.name)
         for seed in effective_seeds(cfg):
