@@ -1,6 +1,6 @@
 """What a run's start-up costs, phase by phase, each phase alone in a fresh process.
 
-    python benchmarks/startup.py [--repeats 3] [--drop-caches] [--readahead both] [--importtime out.txt]
+    python benchmarks/startup.py [--repeats 3] [--drop-caches] [--importtime out.txt]
 
 The phases ``ssm run`` goes through before its first training step that do not depend on the
 project's code: ``import torch``, Hydra + Typer, Lightning (which imports torchmetrics, torchvision
@@ -8,9 +8,7 @@ and torch._dynamo), Inductor's compiler, CUDA initialisation and the start of to
 pool. Each repeat is one child process that runs them in that order, one after the other (no
 background threads) and prints the time each took. ``--drop-caches`` (root, Linux) empties the page
 cache before each child, as on a freshly started machine whose files have never been read (the
-closest a used machine comes to one). ``--readahead on`` starts ``ssm_cli.readahead`` (what ``ssm
-run`` starts first) just before each child; ``both`` alternates children without and with it, one
-column each. ``--importtime`` writes the slowest imports of the first
+closest a used machine comes to one). ``--importtime`` writes the slowest imports of the first
 child (python -X importtime, cumulative). A benchmark, not a test.
 """
 from __future__ import annotations
@@ -60,25 +58,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--drop-caches", action="store_true", help="empty the page cache before each child (root)")
-    ap.add_argument("--readahead", choices=["off", "on", "both"], default="off",
-                    help="start ssm_cli.readahead before each child (both: alternate off and on)")
     ap.add_argument("--importtime", default=None, help="file for the first child's slowest imports")
     a = ap.parse_args(argv)
-    from ssm_cli import readahead
-
-    modes = {"off": [False], "on": [True], "both": [False, True]}[a.readahead]
-    runs, labels = [], []
+    runs = []
     for r in range(a.repeats):
-        for ahead in modes:
-            if a.drop_caches:
-                drop_caches()
-            if ahead:
-                readahead.start()
-            runs.append(child(a.importtime if not runs else None))
-            labels.append(f"run {r + 1}{', read-ahead' if ahead else ''}")
+        if a.drop_caches:
+            drop_caches()
+        runs.append(child(a.importtime if r == 0 else None))
     names = list(runs[0])
     print(f"page cache dropped before each: {a.drop_caches}; seconds per phase, one child per column")
-    print("| phase | " + " | ".join(labels) + " |")
+    print("| phase | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |")
     print("|---|" + "---:|" * len(runs))
     for name in names:
         print(f"| {name} | " + " | ".join(f"{r[name]:.2f}" for r in runs) + " |")
