@@ -1,13 +1,18 @@
 """Training throughput of a pack of K sCIFAR ablation models (``launcher.pack=K``) vs one model.
 
-    python benchmarks/pack_speed.py --K 1 2 5 [--bf16] [--no-compile] [--eager-spectra] [--json out.json]
+    python benchmarks/pack_speed.py --K 1 2 5 [--bf16] [--no-compile] [--eager-spectra] [--c2r torch cufft]
+                                    [--kernels] [--json out.json]
 
 Each variant: K ``SequenceModel`` s of the sCIFAR ablation protocol (FACTS §2; inits cycling through
 inv, lin, legs, real, rand) packed as one ``PackedModel`` (K = 1: the plain model), AdamW
 (fused, capturable) over the members' groups, the whole step captured in a CUDA graph as ``ssm run``
 does, ``compile_post`` on unless ``--no-compile``. Random data already on the device, batch 50 per
 member. Reported per variant: step ms, samples/s per member and for the pack (K x batch / step),
-peak memory. Variants alternate between rounds; median over rounds. A benchmark, not a test.
+peak memory. Variants alternate between rounds; median over rounds. ``--c2r torch cufft``: each K
+twice, the FFT convolution's inverse FFTs by torch's ``irfft`` (which copies its input first) and by
+cuFFT in place (``ssm_cli.layers.cufft``, what ``ssm run`` uses). ``--kernels``: per variant, the
+device kernels of 5 replayed steps from torch.profiler (count and summed time per step, against
+the step's wall time: the difference is the GPU's idle gaps between kernels). A benchmark, not a test.
 """
 from __future__ import annotations
 
@@ -45,8 +50,11 @@ def build(K: int, a, device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 
 
 class Variant:
-    def __init__(self, K: int, a, device):
-        self.K, self.a = K, a
+    def __init__(self, K: int, a, device, c2r: str = "cufft"):
+        from ssm_cli.layers import cufft
+
+        self.K, self.a, self.c2r = K, a, c2r
+        cufft.ENABLED = c2r == "cufft"  # the capture records the chosen inverse FFT
         self.model, self.opt = build(K, a, device)
         self.x = torch.randn(a.batch, a.L, 3, device=device)
         self.y = torch.randint(0, 10, (a.batch,), device=device)
@@ -63,6 +71,7 @@ class Variant:
             self._step()
         torch.cuda.synchronize()
         self.warmup_s = time.perf_counter() - t
+        cufft.ENABLED = True
 
     def _step(self):
         self.opt.zero_grad(set_to_none=True)
@@ -83,6 +92,17 @@ class Variant:
         return start.elapsed_time(end) / steps  # ms per step
 
 
+def kernel_profile(v: Variant, steps: int = 5) -> dict:
+    """torch.profiler over ``steps`` graph replays: kernels per step, their summed time, the top ones."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        wall = v.timed(steps)
+    rows = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    device_ms = sum(e.self_device_time_total for e in rows) / steps / 1e3
+    top = sorted(((e.key[:100], e.self_device_time_total / steps, e.count / steps) for e in rows), key=lambda r: -r[1])
+    return {"kernels_per_step": sum(e.count for e in rows) / steps, "device_ms_per_step": device_ms,
+            "wall_ms_per_step": wall, "idle_ms_per_step": wall - device_ms, "top": top[:30]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--K", type=int, nargs="+", default=[1, 5])
@@ -97,6 +117,9 @@ def main(argv=None) -> int:
                     help="FFT convolution's spectral products as complex torch ops (compile_spectra off)")
     ap.add_argument("--compile-times", action="store_true",
                     help="print torch.compile's time per compiled function after the warm-ups")
+    ap.add_argument("--c2r", nargs="+", choices=("torch", "cufft"), default=["cufft"],
+                    help="inverse FFTs: torch's irfft (input copied) or cuFFT in place; several: one variant each")
+    ap.add_argument("--kernels", action="store_true", help="profile 5 replayed steps per variant: kernels, gaps")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None)
@@ -107,10 +130,11 @@ def main(argv=None) -> int:
     device = torch.device("cuda")
     variants = []
     for K in a.K:
-        torch.cuda.reset_peak_memory_stats()
-        v = Variant(K, a, device)
-        v.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-        variants.append(v)
+        for c2r in a.c2r:
+            torch.cuda.reset_peak_memory_stats()
+            v = Variant(K, a, device, c2r)
+            v.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+            variants.append(v)
     if a.compile_times:
         from torch._dynamo.utils import compile_times
 
@@ -121,17 +145,25 @@ def main(argv=None) -> int:
     rows = []
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, batch {a.batch} per member, L {a.L}, "
           f"bf16 {a.bf16}, compile_post {not a.no_compile}")
-    print("| K | step ms | samples/s per member | samples/s, pack | vs K=1 | peak MiB | warm-up s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| K | inverse FFT | step ms | samples/s per member | samples/s, pack | vs K=1 | peak MiB | warm-up s |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     base = None
     for v in variants:
         ms = statistics.median(v.rates)
         total = v.K * a.batch / ms * 1e3
         base = base or (total if v.K == 1 else None)
-        rows.append({"K": v.K, "step_ms": ms, "member_samples_per_s": a.batch / ms * 1e3, "pack_samples_per_s": total,
+        rows.append({"K": v.K, "c2r": v.c2r, "step_ms": ms, "member_samples_per_s": a.batch / ms * 1e3, "pack_samples_per_s": total,
                      "peak_mb": v.peak_mb, "warmup_s": v.warmup_s, "rounds_ms": v.rates})
         ratio = f"{total / base:.2f}x" if base else "-"
-        print(f"| {v.K} | {ms:.2f} | {a.batch / ms * 1e3:,.0f} | {total:,.0f} | {ratio} | {v.peak_mb:,.0f} | {v.warmup_s:.1f} |")
+        print(f"| {v.K} | {v.c2r} | {ms:.2f} | {a.batch / ms * 1e3:,.0f} | {total:,.0f} | {ratio} | {v.peak_mb:,.0f} | {v.warmup_s:.1f} |")
+    if a.kernels:
+        for v, row in zip(variants, rows):
+            row["kernels"] = kernel_profile(v)
+            k = row["kernels"]
+            print(f"K={v.K} {v.c2r}: {k['kernels_per_step']:.0f} kernels per step, {k['device_ms_per_step']:.2f} ms "
+                  f"of kernel time in a {k['wall_ms_per_step']:.2f} ms step (idle {k['idle_ms_per_step']:.2f} ms)")
+            for name, us, calls in k["top"][:12]:
+                print(f"    {us:7.0f} us {calls:5.0f}x  {name}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "args": vars(a), "rows": rows}, f, indent=1)

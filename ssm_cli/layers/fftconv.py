@@ -17,6 +17,9 @@ Two implementations of the same map:
     is irfft(sum_b G conj(U)), tap r = lag r (causal kernel: taps 0..L-1; D: tap 0).
     As complex torch ops the conj(U) of that product is materialised (one pass over U, see
     ``_batch_corr``) and so is the (B, C, H, F) product before the batch sum;
+  - the two large inverse FFTs (output, input gradient) transform spectral products nothing reads
+    again, so on CUDA cuFFT transforms them in place (``cufft.irfft_consuming``): torch's ``irfft``
+    would copy its input first, because cuFFT's complex-to-real transform overwrites it;
   - ``compiled=True`` (CUDA, set by the models' ``compile_post``): the zero-padding copies are one
     torch.compile'd kernel each (tiled transposed reads, see ``_pad_rfft``), and the three spectral
     products run as torch.compile'd real arithmetic on view_as_real tensors (``product_real``,
@@ -30,6 +33,8 @@ import types
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+from .cufft import irfft_consuming
 
 
 def fft_conv(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor | None = None) -> torch.Tensor:
@@ -96,7 +101,8 @@ class FFTConv(torch.autograd.Function):
         if D is not None:
             k_f = k_f.add(D[..., None], alpha=1.0 / n)  # (C H L+1) = DFT(k + D delta_0) / n
         u_f = _pad_rfft(u.transpose(1, 2), n, compiled)  # (B H L+1); the padding copy does the transpose
-        y = torch.fft.irfft(_spectral_product(u_f, k_f, compiled), n=n, norm="forward")  # (B C H 2L), no 1/n pass
+        # (B C H 2L), no 1/n pass; cuFFT consumes the product in place (no copy of it first, on CUDA)
+        y = irfft_consuming(_spectral_product(u_f, k_f, compiled), n)
         ctx.save_for_backward(u_f, k_f)
         ctx.L, ctx.k_len, ctx.has_D, ctx.compiled = L, k.shape[-1], D is not None, compiled
         # drop the padding, (B, L, C, H) order: a view; C stride = H * (H stride), so (C, H) flattens
@@ -117,7 +123,7 @@ class FFTConv(torch.autograd.Function):
         # dk[r] = sum_{b,t} g[b,t] u[b,(t - r) mod 2L]: circular correlation, spectrum s_f = sum_b G conj(U)
         q_f, s_f = _spectral_grads(g_f, u_f, k_f, need_u, need_k, ctx.compiled)  # (B H L+1), (C H L+1)
         if need_u:
-            q = torch.fft.irfft(q_f, n=n, norm="forward")  # (B H 2L), 1/n already in k_f
+            q = irfft_consuming(q_f, n)  # (B H 2L), 1/n already in k_f; q_f is consumed
             grad_u = q[..., :L].transpose(1, 2)  # (B L H) view
         if need_k:
             gk = torch.fft.irfft(s_f, n=n)  # (C H 2L): gradient of the circular kernel, tap r = lag r
