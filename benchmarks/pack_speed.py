@@ -1,6 +1,7 @@
 """Training throughput of a pack of K sCIFAR ablation models (``launcher.pack=K``) vs one model.
 
     python benchmarks/pack_speed.py --K 1 2 5 [--bf16] [--no-compile] [--eager-spectra] [--c2r torch cufft]
+                                    [--residual fused autograd]
                                     [--kernels] [--json out.json]
 
 Each variant: K ``SequenceModel`` s of the sCIFAR ablation protocol (FACTS §2; inits cycling through
@@ -10,7 +11,9 @@ does, ``compile_post`` on unless ``--no-compile``. Random data already on the de
 member. Reported per variant: step ms, samples/s per member and for the pack (K x batch / step),
 peak memory. Variants alternate between rounds; median over rounds. ``--c2r torch cufft``: each K
 twice, the FFT convolution's inverse FFTs by torch's ``irfft`` (which copies its input first) and by
-cuFFT in place (``ssm_cli.layers.cufft``, what ``ssm run`` uses). ``--kernels``: per variant, the
+cuFFT in place (``ssm_cli.layers.cufft``, what ``ssm run`` uses). ``--residual fused autograd``: the
+block input's two gradients summed in the convolution's backward (what ``ssm run`` does) or by
+autograd (reading the convolution's strided input gradient). ``--kernels``: per variant, the
 device kernels of 5 replayed steps from torch.profiler (count and summed time per step, against
 the step's wall time: the difference is the GPU's idle gaps between kernels). A benchmark, not a test.
 """
@@ -50,12 +53,15 @@ def build(K: int, a, device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 
 
 class Variant:
-    def __init__(self, K: int, a, device, c2r: str = "cufft"):
+    def __init__(self, K: int, a, device, c2r: str = "cufft", residual: str = "fused"):
         from ssm_cli.layers import cufft
 
-        self.K, self.a, self.c2r = K, a, c2r
+        self.K, self.a, self.c2r, self.residual = K, a, c2r, residual
         cufft.ENABLED = c2r == "cufft"  # the capture records the chosen inverse FFT
         self.model, self.opt = build(K, a, device)
+        for m in self.model.modules():
+            if hasattr(m, "fuse_residual"):
+                m.fuse_residual = residual == "fused"
         self.x = torch.randn(a.batch, a.L, 3, device=device)
         self.y = torch.randint(0, 10, (a.batch,), device=device)
         self.rates: list[float] = []
@@ -119,6 +125,8 @@ def main(argv=None) -> int:
                     help="print torch.compile's time per compiled function after the warm-ups")
     ap.add_argument("--c2r", nargs="+", choices=("torch", "cufft"), default=["cufft"],
                     help="inverse FFTs: torch's irfft (input copied) or cuFFT in place; several: one variant each")
+    ap.add_argument("--residual", nargs="+", choices=("fused", "autograd"), default=["fused"],
+                    help="residual gradient: summed in the conv's backward (fused) or by autograd; several: one variant each")
     ap.add_argument("--kernels", action="store_true", help="profile 5 replayed steps per variant: kernels, gaps")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
@@ -131,10 +139,11 @@ def main(argv=None) -> int:
     variants = []
     for K in a.K:
         for c2r in a.c2r:
-            torch.cuda.reset_peak_memory_stats()
-            v = Variant(K, a, device, c2r)
-            v.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-            variants.append(v)
+            for residual in a.residual:
+                torch.cuda.reset_peak_memory_stats()
+                v = Variant(K, a, device, c2r, residual)
+                v.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+                variants.append(v)
     if a.compile_times:
         from torch._dynamo.utils import compile_times
 
@@ -145,22 +154,22 @@ def main(argv=None) -> int:
     rows = []
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, batch {a.batch} per member, L {a.L}, "
           f"bf16 {a.bf16}, compile_post {not a.no_compile}")
-    print("| K | inverse FFT | step ms | samples/s per member | samples/s, pack | vs K=1 | peak MiB | warm-up s |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| K | inverse FFT | residual grad | step ms | samples/s per member | samples/s, pack | vs K=1 | peak MiB | warm-up s |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
     base = None
     for v in variants:
         ms = statistics.median(v.rates)
         total = v.K * a.batch / ms * 1e3
         base = base or (total if v.K == 1 else None)
-        rows.append({"K": v.K, "c2r": v.c2r, "step_ms": ms, "member_samples_per_s": a.batch / ms * 1e3, "pack_samples_per_s": total,
+        rows.append({"K": v.K, "c2r": v.c2r, "residual": v.residual, "step_ms": ms, "member_samples_per_s": a.batch / ms * 1e3, "pack_samples_per_s": total,
                      "peak_mb": v.peak_mb, "warmup_s": v.warmup_s, "rounds_ms": v.rates})
         ratio = f"{total / base:.2f}x" if base else "-"
-        print(f"| {v.K} | {v.c2r} | {ms:.2f} | {a.batch / ms * 1e3:,.0f} | {total:,.0f} | {ratio} | {v.peak_mb:,.0f} | {v.warmup_s:.1f} |")
+        print(f"| {v.K} | {v.c2r} | {v.residual} | {ms:.2f} | {a.batch / ms * 1e3:,.0f} | {total:,.0f} | {ratio} | {v.peak_mb:,.0f} | {v.warmup_s:.1f} |")
     if a.kernels:
         for v, row in zip(variants, rows):
             row["kernels"] = kernel_profile(v)
             k = row["kernels"]
-            print(f"K={v.K} {v.c2r}: {k['kernels_per_step']:.0f} kernels per step, {k['device_ms_per_step']:.2f} ms "
+            print(f"K={v.K} {v.c2r} {v.residual}: {k['kernels_per_step']:.0f} kernels per step, {k['device_ms_per_step']:.2f} ms "
                   f"of kernel time in a {k['wall_ms_per_step']:.2f} ms step (idle {k['idle_ms_per_step']:.2f} ms)")
             for name, us, calls in k["top"][:12]:
                 print(f"    {us:7.0f} us {calls:5.0f}x  {name}")

@@ -63,6 +63,8 @@ def _activation(name: str) -> nn.Module:
 class Block(nn.Module):
     """One residual block around an SSM core; x (B, L, H) -> (B, L, H)."""
 
+    fuse_residual = True  # post-norm: x's gradient through the core and the residual summed in one pass
+
     def __init__(self, d_model: int, core: nn.Module, *, norm: str, prenorm: bool, dropout: float,
                  tie_dropout: bool, activation: str, final_act: str, compile_post: bool = False):
         super().__init__()
@@ -90,8 +92,10 @@ class Block(nn.Module):
         return x if self.prenorm else self.norm(x)
 
     def forward(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
-        z = self.norm(x) if self.prenorm else x  # (B L H)
-        y = self.core(z, rate=rate)  # (B L C*H)
+        if self.prenorm or not self.fuse_residual:
+            y = self.core(self.norm(x) if self.prenorm else x, rate=rate)  # (B L C*H)
+        else:  # the core's input is the residual: x's two gradients are summed in the core's backward
+            y, x = self.core(x, rate=rate, residual=True)  # (B L C*H), (B L H)
         return (self._post_compiled or self.post)(y, x)  # (B L H)
 
 

@@ -63,10 +63,12 @@ class SSMCore(nn.Module):
         """Features of the output: channels * d_model."""
         return self.channels * self.d_model
 
-    def forward(self, u: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, rate: float = 1.0, residual: bool = False):
         """u: (B, L, H) float -> y: (B, L, C*H), same dtype as u (kernel and FFT in float32 or float64).
 
         y[..., c*H + h] = (K_c,h * u_h) + D[c,h] u_h: the linear SSM, no activation.
+        ``residual``: returns (y, u'), u' equal to u, for the block's residual connection (u' in
+        place of u: its gradient joins the convolution's in one pass, ``fftconv.conv``).
         """
         B_, L, H = u.shape
         if H != self.d_model:
@@ -76,8 +78,11 @@ class SSMCore(nn.Module):
         with torch.autocast(device_type=u.device.type, enabled=False):
             k = self.conv_kernel(L, rate=rate).to(work)  # (C H L) or two-sided (C H 2L)
             # one fused FFT convolution in the (B, L, H) layout, D folded into tap 0 (fftconv.py)
+            if residual and dtype == work:
+                y, u = conv(u, k, self.D.to(work), compiled=self.compile_spectra, residual=True)  # (B L C*H)
+                return y, u
             y = conv(u.to(work), k, self.D.to(work), compiled=self.compile_spectra)  # (B L C*H)
-        return y.to(dtype)
+        return (y.to(dtype), u) if residual else y.to(dtype)
 
     def conv_kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
         """The kernel ``forward`` convolves with: (C, H, L) causal or, bidirectional, the circular

@@ -205,6 +205,8 @@ class PackedModel(nn.Module):
     spectral products (GPU; ``fftconv.conv(compiled=True)``).
     """
 
+    fuse_residual = True  # post-norm: x's gradient through the conv and the residual summed in one pass
+
     def __init__(self, members: Sequence[SequenceModel], compile_post: bool = False):
         super().__init__()
         check_packable(members)
@@ -271,7 +273,10 @@ class PackedModel(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):  # kernel and FFT in float32 (FACTS §8)
             k = self._kernels([b.core for b in blocks], L, rate).to(work)  # (C K*H L')
             D = torch.cat([b.core.D.to(work) for b in blocks], dim=1)  # (C K*H)
-            y = conv(z.to(work), k, D, compiled=self.compile_spectra).to(x.dtype)  # (B L C*K*H), channel c*K*H + k*H + h
+            if self.prenorm or x.dtype != work or not self.fuse_residual:  # (B L C*K*H), channel c*K*H + k*H + h
+                y = conv(z.to(work), k, D, compiled=self.compile_spectra).to(x.dtype)
+            else:  # the conv's input is the residual: x's two gradients are summed in the conv's backward
+                y, x = conv(x, k, D, compiled=self.compile_spectra, residual=True)
         C = k.shape[0]
         if C > 1:  # member-major features: (B, L, K, C*H) as each member's output linear expects
             y = y.reshape(B_, L, C, self.K, self.H).transpose(2, 3).reshape(B_, L, -1)

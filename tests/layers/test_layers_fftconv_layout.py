@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from ssm_cli.layers.fftconv import FFTConv, _batch_corr, conv, fft_conv, grads_real, product_real
+from ssm_cli.layers.fftconv import (FFTConv, _batch_corr, add_transposed, conv, fft_conv, grads_real,
+                                     product_real)
 
 F64 = torch.float64
 
@@ -215,3 +216,58 @@ def test_compiled_conv_on_many_shapes():
             outs.append([y, *torch.autograd.grad(y, ts, g)])
         for a, b in zip(*outs):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("use", ["both", "y", "residual"])
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_residual_output_sums_both_gradients(use, two_sided):
+    """conv(residual=True) returns (y, u'): u' has u's values, and the gradients of any function of
+    y and u' are those of the same function of conv(u) and u itself (autograd's sum)."""
+    torch.manual_seed(11)
+    B_, L, H, C = 2, 9, 3, 2
+    ins = [torch.randn(B_, L, H, dtype=F64), torch.randn(C, H, 2 * L if two_sided else L, dtype=F64),
+           torch.randn(C, H, dtype=F64)]
+    gy, gr = torch.randn(B_, L, C * H, dtype=F64), torch.randn(B_, L, H, dtype=F64)
+
+    def loss(y, r):  # an output left out is not in the graph: its gradient comes in as None
+        terms = ([(y * gy).sum()] if use != "residual" else []) + ([(r.sin() * gr).sum()] if use != "y" else [])
+        return sum(terms)
+
+    ts = [t.clone().requires_grad_() for t in ins]
+    y, r = conv(*ts, residual=True)
+    assert torch.equal(r, ins[0])
+    got = torch.autograd.grad(loss(y, r), ts, allow_unused=True)
+    ref_ts = [t.clone().requires_grad_() for t in ins]
+    want = torch.autograd.grad(loss(conv(*ref_ts), ref_ts[0]), ref_ts, allow_unused=True)
+    for a, b in zip(got, want):
+        assert (a is None) == (b is None)
+        if b is not None:
+            tight(a, b)
+    if use == "both":
+        assert got[0].is_contiguous()  # summed in one pass, not a strided view
+
+
+def test_add_transposed_is_the_transposed_sum():
+    torch.manual_seed(12)
+    q, g = torch.randn(2, 3, 10), torch.randn(2, 4, 3)
+    out = add_transposed(q, g)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, g + q[..., :4].transpose(1, 2), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+def test_residual_output_on_the_gpu_compiled():
+    """The compiled sum (``add_transposed``) equals autograd's, and its result is contiguous."""
+    torch.manual_seed(13)
+    B_, L, H = 3, 64, 8
+    ins = [torch.randn(B_, L, H, device="cuda"), torch.randn(1, H, 2 * L, device="cuda") / L,
+           torch.randn(1, H, device="cuda")]
+    gy, gr = torch.randn(B_, L, H, device="cuda"), torch.randn(B_, L, H, device="cuda")
+    ts = [t.clone().requires_grad_() for t in ins]
+    y, r = conv(*ts, compiled=True, residual=True)
+    got = torch.autograd.grad((y * gy).sum() + (r * gr).sum(), ts)
+    ref_ts = [t.clone().requires_grad_() for t in ins]
+    want = torch.autograd.grad((conv(*ref_ts, compiled=True) * gy).sum() + (ref_ts[0] * gr).sum(), ref_ts)
+    assert got[0].is_contiguous()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
