@@ -30,3 +30,15 @@ def test_local_workers_prefetch_and_match_the_serial_runs(ssm, tmp_path):
     for log in logs:
         assert "data read in the background: synthetic" in log, log
         assert "data loaded: synthetic (prefetched" in log, log
+
+
+def test_local_with_a_single_unit_runs_in_this_process(ssm, tmp_path):
+    """One pack holding the whole grid: no worker (no stdout.log), the run's start-up in this
+    process's trace, the records complete."""
+    out = tmp_path / "local"
+    p = ssm("run", "ablation=B", "seeds=[0]", *SMOKE, "launcher=local", "launcher.jobs=2", "launcher.pack=2",
+            f"out_dir={out}", env={"SSM_TRACE": "1"})
+    assert "training code imported (Lightning)" in p.stderr, p.stderr
+    assert not list(out.rglob("stdout.log"))
+    found = results(out)
+    assert set(found) == {"trainable", "frozen"}
