@@ -31,6 +31,24 @@ def resolve_device(cfg: DictConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def deterministic_compilation(on: bool) -> bool | None:
+    """Set Inductor's deterministic mode (``torch._inductor.config.deterministic``); returns the
+    previous setting, None if this torch has no such setting.
+
+    By default Inductor times several configurations of a reduction kernel and keeps the fastest;
+    they sum in different orders, so two runs of one config can differ in the last bits, and after
+    thousands of steps in the second decimal of an accuracy. Deterministic mode picks a
+    configuration without timing. ``trainer.deterministic=true`` sets it while the run trains,
+    beside Lightning's ``deterministic`` (torch's deterministic algorithms)."""
+    import torch._inductor.config as inductor_config
+
+    if not hasattr(inductor_config, "deterministic"):
+        return None
+    previous = bool(inductor_config.deterministic)
+    inductor_config.deterministic = bool(on)
+    return previous
+
+
 def new_record(cfg: DictConfig, run_dir: Path) -> dict:
     r = cfg.run
     return {
@@ -178,10 +196,11 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     device = task = None
+    tc = cfg.trainer
+    inductor_before = deterministic_compilation(True) if tc.deterministic else None
     try:
         seed = int(cfg.run.seed)
         pl.seed_everything(seed, workers=True, verbose=False)
-        tc = cfg.trainer
         torch.set_float32_matmul_precision(tc.matmul_precision)
         data = load_dataset(cfg.dataset.name, cfg.data_dir, **OmegaConf.to_container(cfg.dataset.options, resolve=True))
         device = resolve_device(cfg)
@@ -252,6 +271,8 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         for r in records:
             r.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     finally:
+        if inductor_before is not None:
+            deterministic_compilation(inductor_before)
         for d, r in zip(run_dirs, records):
             r["wall_seconds"] = wall0 + time.perf_counter() - t0
             write_json_atomic(d / "record.json", r)
