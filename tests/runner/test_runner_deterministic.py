@@ -56,3 +56,30 @@ def test_a_deterministic_gpu_run_repeats_exactly(ssm, tmp_path):
                             "trainer.limit_train_batches=20", "trainer.precision=bf16-mixed")
     assert len(first) == 5
     assert first and first == second
+
+
+def test_a_run_with_trainer_deterministic_sets_the_mode_while_it_trains(tmp_path, monkeypatch):
+    """``_fit`` switches Inductor's deterministic mode on for the run and back afterwards; a run
+    without ``trainer.deterministic`` leaves it alone."""
+    import torch._inductor.config as inductor_config
+
+    from ssm_cli.train import run as run_module
+    from ssm_cli.train.grid import plan, prepare
+
+    calls = []
+    real = run_module.deterministic_compilation
+
+    def spy(on):
+        calls.append(bool(on))
+        return real(on)
+
+    monkeypatch.setattr(run_module, "deterministic_compilation", spy)
+    before = inductor_config.deterministic
+    for flag, expected in (("true", [True, before]), ("false", [])):
+        calls.clear()
+        (planned,) = plan([*SMOKE, f"trainer.deterministic={flag}", f"out_dir={tmp_path / flag}"])
+        prepare(planned)
+        record = run_module.execute(planned.run_dir, progress=False)
+        assert record["status"] == "completed", record
+        assert calls == expected
+        assert inductor_config.deterministic == before
