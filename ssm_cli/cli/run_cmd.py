@@ -81,7 +81,7 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
             progress.console.print(f"  {len(packs)} pack(s) of {', '.join(str(len(u)) for u in packs)} runs "
                                    f"trained as one network each (launcher.pack={pack_size})", highlight=False)
         # subprocesses only where two units can run at once: one unit (e.g. the whole grid as one
-        # pack) runs here, without a worker's second start-up (imports, composition: ~10 s on a GPU machine)
+        # pack) runs here, without a worker's second start-up (its imports of torch and Lightning)
         if launcher.name == "local" and min(int(launcher.jobs), len(units)) > 1:
             run_local(units, int(launcher.jobs), on_done)
         else:
