@@ -1,9 +1,13 @@
 """The network around the SSM cores (FACTS §2): encoder -> residual blocks -> pooling -> decoder.
 
-Block (the S4 reference order):
+Block, ``dropout_sites="reference"`` (the authors' training pipeline; docs/reference-parity.md):
+    x -> [prenorm] -> core -> dropout(untied) -> activation -> dropout -> linear (+ final_act)
+      -> dropout -> + x -> [postnorm]
+``dropout_sites="single"`` keeps only the dropout after the activation (one mask per block):
     x -> [prenorm] -> core -> activation -> dropout -> linear (+ final_act) -> + x -> [postnorm]
 Dropout is "tied" when ``tie_dropout``: one mask per (batch, feature), shared along the length.
-With ``prenorm`` a final norm follows the last block.
+The core's dropout is never tied (the reference's S4 block does not hand ``tie_dropout`` to its
+convolution, whose dropout is then elementwise). With ``prenorm`` a final norm follows the last block.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ NORMS = ("layer", "batch")
 ACTIVATIONS = ("gelu", "relu", "silu", "identity")
 FINAL_ACTS = ("identity", "gelu", "glu")
 POOLS = ("mean", "last")
+DROPOUT_SITES = ("reference", "single")
 
 
 class TiedDropout(nn.Module):
@@ -56,6 +61,25 @@ class Norm(nn.Module):
         return self.norm(x.transpose(1, 2)).transpose(1, 2)  # (B L H)
 
 
+def make_dropout(p: float, tied: bool) -> nn.Module:
+    """Tied (one mask per batch row and feature, ``TiedDropout``) or elementwise dropout."""
+    return TiedDropout(p) if tied else nn.Dropout(p)
+
+
+def dropout_modules(p: float, tie_dropout: bool, sites: str) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(core, activation, residual) dropouts of a block for ``sites`` in DROPOUT_SITES.
+
+    reference: elementwise dropout on the core's output, then the activation's dropout and the
+    residual branch's dropout (both tied with ``tie_dropout``); single: the activation's dropout
+    only. Sites that are off (and the core and residual sites when p == 0) are ``nn.Identity``.
+    """
+    check_choice("dropout_sites", sites, DROPOUT_SITES)
+    act = make_dropout(p, tie_dropout)
+    if sites == "single" or p == 0:
+        return nn.Identity(), act, nn.Identity()
+    return make_dropout(p, False), act, make_dropout(p, tie_dropout)
+
+
 def _activation(name: str) -> nn.Module:
     return {"gelu": nn.GELU(), "relu": nn.ReLU(), "silu": nn.SiLU(), "identity": nn.Identity()}[name]
 
@@ -66,12 +90,14 @@ class Block(nn.Module):
     fuse_residual = True  # post-norm: x's gradient through the core and the residual summed in one pass
 
     def __init__(self, d_model: int, core: nn.Module, *, norm: str, prenorm: bool, dropout: float,
-                 tie_dropout: bool, activation: str, final_act: str, compile_post: bool = False):
+                 tie_dropout: bool, activation: str, final_act: str, dropout_sites: str = "reference",
+                 compile_post: bool = False):
         super().__init__()
         self.core, self.prenorm = core, prenorm
         self.norm = Norm(norm, d_model)
         self.act = _activation(activation)
-        self.drop = TiedDropout(dropout) if tie_dropout else nn.Dropout(dropout)
+        self.dropout_sites = dropout_sites
+        self.core_drop, self.drop, self.res_drop = dropout_modules(dropout, tie_dropout, dropout_sites)
         d_core = core.channels * d_model
         self.glu = final_act == "glu"
         self.out = nn.Linear(d_core, 2 * d_model if self.glu else d_model)
@@ -85,10 +111,10 @@ class Block(nn.Module):
 
     def post(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Everything after the core: y (B, L, C*H) core output, x (B, L, H) block input -> (B, L, H)."""
-        z = self.drop(self.act(y))  # (B L C*H)
+        z = self.drop(self.act(self.core_drop(y)))  # (B L C*H)
         z = self.out(z)  # (B L H) or (B L 2H)
         z = F.glu(z, dim=-1) if self.glu else self.final_act(z)  # (B L H)
-        x = x + z  # (B L H)
+        x = x + self.res_drop(z)  # (B L H)
         return x if self.prenorm else self.norm(x)
 
     def forward(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
@@ -109,14 +135,17 @@ class SequenceModel(nn.Module):
     at half the training rate). ``core_options`` go to ``build`` (see CORE_OPTIONS); an int
     ``seed`` there seeds layer i with seed + i. ``compile_post`` (off by default, GPU only in
     practice): torch.compile the real-valued tail of every block (see ``Block.post``) and the
-    spectral products of its FFT convolution (``fftconv.conv(compiled=True)``).
+    spectral products of its FFT convolution (``fftconv.conv(compiled=True)``). ``dropout_sites``:
+    ``reference`` (three dropouts per block, as the authors' pipeline) or ``single`` (one; see the
+    module docstring).
     """
 
     def __init__(self, d_input: int, d_output: int, *, d_model: int = 128, n_layers: int = 4, core: str = "s4d",
                  core_options: dict | None = None, d_state: int = 64, encoder: str = "linear",
                  vocab_size: int | None = None, norm: str = "layer", prenorm: bool = False, dropout: float = 0.1,
                  tie_dropout: bool = True, activation: str = "gelu", final_act: str = "identity",
-                 pool: str = "mean", two_tower: bool = False, compile_post: bool = False):
+                 pool: str = "mean", two_tower: bool = False, dropout_sites: str = "reference",
+                 compile_post: bool = False):
         super().__init__()
         from . import build
         check_choice("encoder", encoder, ENCODERS)
@@ -124,6 +153,7 @@ class SequenceModel(nn.Module):
         check_choice("activation", activation, ACTIVATIONS)
         check_choice("final_act", final_act, FINAL_ACTS)
         check_choice("pool", pool, POOLS)
+        check_choice("dropout_sites", dropout_sites, DROPOUT_SITES)
         if encoder == "embedding":
             if not vocab_size:
                 raise UserError("encoder='embedding' needs vocab_size")
@@ -135,7 +165,7 @@ class SequenceModel(nn.Module):
         self.blocks = nn.ModuleList(
             Block(d_model, build(core, d_model, d_state, seed=None if seed is None else seed + i, **opts),
                   norm=norm, prenorm=prenorm, dropout=dropout, tie_dropout=tie_dropout, activation=activation,
-                  final_act=final_act, compile_post=compile_post)
+                  final_act=final_act, dropout_sites=dropout_sites, compile_post=compile_post)
             for i in range(n_layers))
         self.final_norm = Norm(norm, d_model) if prenorm else nn.Identity()
         self.pool, self.two_tower = pool, two_tower

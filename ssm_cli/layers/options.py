@@ -33,6 +33,7 @@ _DIAG = {
     "init": (DIAG_INITS, "inv"),
     "disc": (DISCS, "zoh"),
     "imag_transform": (TRANSFORMS, "none"),
+    "dt_transform": (("exp", "softplus"), "exp"),  # dt = f(log_dt); softplus: the reference pipeline's
     "real_random": ((False, True), False),
     "imag_random": ((False, True), False),
     "real_scale": (_NUM, 1.0),

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .backbone import SequenceModel, TiedDropout
+from .backbone import SequenceModel, TiedDropout, dropout_modules
 from .fftconv import conv
 
 
@@ -40,7 +40,8 @@ def _signature(model: SequenceModel) -> dict:
         "encoder": type(model.encoder).__name__, "encoder_shape": tuple(model.encoder.weight.shape),
         "n_layers": len(model.blocks), "d_model": b0.core.d_model, "channels": b0.core.channels,
         "bidirectional": b0.core.bidirectional, "norm": b0.norm.kind, "prenorm": b0.prenorm,
-        "dropout": (type(b0.drop).__name__, b0.drop.p), "activation": type(b0.act).__name__,
+        "dropout": (type(b0.drop).__name__, b0.drop.p), "dropout_sites": b0.dropout_sites,
+        "activation": type(b0.act).__name__,
         "final_act": ("glu" if b0.glu else type(b0.final_act).__name__), "pool": model.pool,
         "two_tower": model.two_tower, "decoder": [tuple(p.shape) for p in model.decoder.parameters()],
         "cores": [(b.core.d_model, b.core.channels, b.core.bidirectional) for b in model.blocks],
@@ -173,24 +174,28 @@ class PackedTail(nn.Module):
 
     y (B, L, K*C*H) core outputs, x (B, L, K*H) block inputs, the members' output-linear weights
     W (K, O, C*H) and biases (K, O), their LayerNorm weights/biases (K, H) -> (B, L, K*H).
-    The same ops as ``Block.post``: activation, dropout, linear, GLU/final activation, residual,
-    post-norm (LayerNorm here; BatchNorm is applied by the caller, member by member).
+    The same ops as ``Block.post``: the core's dropout, activation, dropout, linear, GLU/final
+    activation, the residual branch's dropout, residual, post-norm (LayerNorm here; BatchNorm is
+    applied by the caller, member by member). Dropout masks are drawn over all K*H features at
+    once: each member gets its own masks, of the same kind and at the same sites as its block's.
     """
 
     def __init__(self, block, K: int):
         super().__init__()
         self.K, self.H = K, block.core.d_model
         self.act = block.act
-        self.drop = TiedDropout(block.drop.p) if isinstance(block.drop, TiedDropout) else nn.Dropout(block.drop.p)
+        self.core_drop, self.drop, self.res_drop = dropout_modules(
+            block.drop.p, isinstance(block.drop, TiedDropout), block.dropout_sites)
         self.glu, self.final_act = block.glu, block.final_act
         self.layer_norm = block.norm.kind == "layer" and not block.prenorm
         self.eps = block.norm.norm.eps if block.norm.kind == "layer" else None
 
     def forward(self, y, x, W, b, norm_w, norm_b):
         B_, L = x.shape[:2]
-        z = self.drop(self.act(y))  # (B L K*C*H)
+        z = self.drop(self.act(self.core_drop(y)))  # (B L K*C*H)
         z = packed_linear(z, W, b).reshape(B_, L, self.K, -1)  # (B L K O)
         z = F.glu(z, dim=-1) if self.glu else self.final_act(z)  # (B L K H)
+        z = self.res_drop(z.reshape(B_, L, self.K * self.H)).reshape(B_, L, self.K, self.H)  # (B L K H)
         x = x.reshape(B_, L, self.K, self.H) + z  # (B L K H)
         if self.layer_norm:
             x = F.layer_norm(x, (self.H,), eps=self.eps) * norm_w + norm_b  # (B L K H)

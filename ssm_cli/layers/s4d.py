@@ -2,7 +2,8 @@
 
 State: M = N/2 complex modes with conjugate symmetry (output 2·Re); for ``init="ptd"`` the
 spectrum is not conjugate-symmetric and all M = N modes are kept (output Re). Parameters:
-  log_dt (H,)            step, log dt ~ U[log dt_min, log dt_max]            tagged lr, wd 0
+  log_dt (H,)            step's raw parameter, dt = exp(log_dt) (dt_transform exp) or
+                         softplus(log_dt) (softplus); dt ~ logU[dt_min, dt_max]   tagged lr, wd 0
   A_real, A_imag (S, M)  raw parts, A = -f(A_real) + i g(A_imag)             tagged lr, wd 0
   B (S, M, 2)            complex as (re, im); buffer if not trainable_B      tagged lr, wd 0
   C (dC, H, M, 2)        complex normal (variance 1 total); d = 2 if bidirectional (forward
@@ -48,6 +49,7 @@ class DiagonalSSM(SSMCore):
             the same value at every resolution).
         real_transform, imag_transform: exp | relu | sigmoid | softplus | none
             (defaults exp, none): A = -f(A_real) + i g(A_imag).
+        dt_transform: exp | softplus (default exp): dt = f(log_dt); the same initial dt either way.
         real_random, imag_random (False), real_scale, imag_scale (1.0): further init ablations.
         trainable_B (True): False registers B as a buffer.  B_init: auto | ones | random
             (auto: HiPPO's B projected on the eigenvectors for legs/ptd, else ones).
@@ -60,7 +62,8 @@ class DiagonalSSM(SSMCore):
     """
 
     def __init__(self, d_model: int, d_state: int = 64, *, init: str = "inv", disc: str = "zoh",
-                 real_transform: str = "exp", imag_transform: str = "none", real_random: bool = False,
+                 real_transform: str = "exp", imag_transform: str = "none", dt_transform: str = "exp",
+                 real_random: bool = False,
                  imag_random: bool = False, real_scale: float = 1.0, imag_scale: float = 1.0,
                  trainable_B: bool = True, B_init: str = "auto", bidirectional: bool = False,
                  channels: int = 1, n_ssm: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1,
@@ -74,6 +77,9 @@ class DiagonalSSM(SSMCore):
         self.d_model, self.d_state, self.channels, self.n_ssm = H, N, channels, S
         self.init, self.disc, self.bidirectional, self.block = init, disc, bidirectional, block
         self.real_transform, self.imag_transform = real_transform, imag_transform
+        if dt_transform not in ("exp", "softplus"):
+            raise UserError(f"unknown dt_transform {dt_transform!r}; valid: exp, softplus")
+        self.dt_transform = dt_transform
         rng = np.random.default_rng(seed) if seed is not None else np.random.default_rng(
             int(torch.randint(0, 2**62, (1,)).item()))
         n_dir = 2 if bidirectional else 1
@@ -88,6 +94,8 @@ class DiagonalSSM(SSMCore):
         a_im = inverse(A.imag, imag_transform, "imaginary parts Im(A)")
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         log_dt = torch.rand(H, generator=gen) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H)
+        if dt_transform == "softplus":  # the same dt, stored as softplus^-1(dt)
+            log_dt = torch.from_numpy(inverse(torch.exp(log_dt).double().numpy(), "softplus")).float()  # (H)
         self.conj = init != "ptd"
         M = A.shape[-1]
         register(self, "log_dt", log_dt, lr=lr)  # (H)
@@ -112,7 +120,7 @@ class DiagonalSSM(SSMCore):
         H = self.d_model
         A = _tile(self.eigenvalues(), H)  # (H M), channel h uses copy h % S
         B = _tile(torch.view_as_complex(self.B.contiguous()), H)  # (H M)
-        dt = torch.exp(self.log_dt)  # (H)
+        dt = transform(self.log_dt, self.dt_transform)  # (H)
         C = torch.view_as_complex(self.C.contiguous())  # (dC H M)
         return self._discretize(A, dt, B, C, rate, L)
 
@@ -137,7 +145,8 @@ class DiagonalSSM(SSMCore):
         """Cores with equal kinds compute their kernels by the same formula, so a pack can compute
         them in one pass over all their channels (``packed_conv_kernel``)."""
         return ("s4d", self.d_model, self.A_real.shape[-1], self.disc, self.real_transform, self.imag_transform,
-                self.conj, self.bidirectional, self.channels, self.block, self.log_dt.dtype, self.log_dt.device)
+                self.dt_transform, self.conj, self.bidirectional, self.channels, self.block, self.log_dt.dtype,
+                self.log_dt.device)
 
     def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
         """Real kernel: (C, H, L), or (2, C, H, L) = (forward, backward) if bidirectional.
@@ -187,7 +196,7 @@ def packed_conv_kernel(cores: list[DiagonalSSM], L: int, rate: float = 1.0) -> t
     A = torch.complex(-transform(cat(lambda c: _tile(c.A_real, H)), c0.real_transform),
                       transform(cat(lambda c: _tile(c.A_imag, H)), c0.imag_transform))  # (KH M)
     B = cat(lambda c: _tile(torch.view_as_complex(c.B.contiguous()), H))  # (KH M)
-    dt = torch.exp(cat(lambda c: c.log_dt))  # (KH)
+    dt = transform(cat(lambda c: c.log_dt), c0.dt_transform)  # (KH)
     C = torch.view_as_complex(cat(lambda c: c.C, dim=1).contiguous())  # (dC KH M)
     log_Abar, W = c0._discretize(A, dt, B, C, rate, L)  # (KH M), (dC KH M)
     k = vandermonde(W, log_Abar, L, c0.block)  # (dC KH L)

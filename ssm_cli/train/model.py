@@ -16,9 +16,10 @@ BACKBONE_CHOICES = {
     "final_act": ("identity", "gelu", "glu"),
     "pool": ("mean", "last"),
     "activation": ("gelu",),
+    "dropout_sites": ("reference", "single"),
 }
 BACKBONE_KEYS = ("core", "d_model", "n_layers", "d_state", "norm", "prenorm", "dropout", "tie_dropout",
-                 "activation", "final_act", "pool")
+                 "dropout_sites", "activation", "final_act", "pool")
 
 
 def split_model_config(model_cfg: DictConfig) -> tuple[dict, dict]:

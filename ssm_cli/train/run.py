@@ -218,7 +218,8 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         task.evaluate_on(list(evals) if test_at == "every" else ["val"])  # each epoch's evaluation
         trace(f"model{'s' if len(cfgs) > 1 else ''} built")
         for member, r in zip(task.members, records):
-            groups = param_groups(member, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
+            groups = param_groups(member, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay,
+                                  bias_norm_weight_decay=bool(cfg.optimizer.get("bias_norm_weight_decay", True)))
             r.update(n_params=sum(p.numel() for p in member.parameters()), optimizer_groups=describe_groups(groups),
                      spec=vars(data.spec) if hasattr(data.spec, "__dict__") else None,
                      n_train=len(data.train), n_val=len(data.val), n_test=len(data.test))

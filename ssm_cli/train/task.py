@@ -295,7 +295,10 @@ class SequenceTask(pl.LightningModule):
 
         o, s = self.cfg.optimizer, self.cfg.scheduler
         # member by member, so a member's groups are those of its run alone (and can be cut out again)
-        per_member = [param_groups(m, lr=o.lr, weight_decay=o.weight_decay) for m in self.members]
+        # configs written before the key existed: every bias and norm decayed, as those runs began
+        decay_all = bool(o.get("bias_norm_weight_decay", True))
+        per_member = [param_groups(m, lr=o.lr, weight_decay=o.weight_decay, bias_norm_weight_decay=decay_all)
+                      for m in self.members]
         self.group_counts = [len(g) for g in per_member]  # saved: a pack's checkpoint can be cut per member
         groups = [g for gs in per_member for g in gs]
         for g in groups:

@@ -84,7 +84,7 @@ def test_block_order_postnorm():
 def test_param_groups_lr_wd_and_frozen_B():
     m = SequenceModel(2, 3, d_model=8, n_layers=2, d_state=4,
                       core_options={"lr": 0.002, "trainable_B": False, "lr_C": 0.0005})
-    groups = param_groups(m, lr=0.01, weight_decay=0.05)
+    groups = param_groups(m, lr=0.01, weight_decay=0.05, bias_norm_weight_decay=True)
     desc = describe_groups(groups)
     json.dumps(desc)
     by_lr = {d["lr"]: d for d in desc}
@@ -103,8 +103,29 @@ def test_param_groups_lr_wd_and_frozen_B():
 def test_param_groups_default_C_in_global_group():
     m = SequenceModel(2, 3, d_model=8, n_layers=1, d_state=4)
     desc = describe_groups(param_groups(m, lr=0.01, weight_decay=0.01))
-    assert desc[0]["lr"] == 0.01 and "blocks.0.core.C" in desc[0]["param_names"]
-    assert desc[1]["lr"] == 0.001 and "blocks.0.core.B" in desc[1]["param_names"]
+    assert desc[0]["lr"] == 0.01 and desc[0]["weight_decay"] == 0.01 and "blocks.0.core.C" in desc[0]["param_names"]
+    ssm = next(d for d in desc if d["lr"] == 0.001)
+    assert ssm["weight_decay"] == 0.0 and "blocks.0.core.B" in ssm["param_names"]
+
+
+def test_param_groups_biases_and_norms_without_weight_decay():
+    """The reference's convention: biases, norm parameters and embeddings get weight decay 0 (global lr);
+    bias_norm_weight_decay=True puts them back into the default group."""
+    m = SequenceModel(2, 3, d_model=8, n_layers=2, d_state=4)
+    desc = describe_groups(param_groups(m, lr=0.01, weight_decay=0.05))
+    hp = {n: (d["lr"], d["weight_decay"]) for d in desc for n in d["param_names"]}
+    for name in hp:
+        if name.endswith("bias") or ".norm." in name:
+            assert hp[name] == (0.01, 0.0), name
+    for name in ("encoder.weight", "blocks.1.out.weight", "decoder.weight", "blocks.0.core.C", "blocks.0.core.D"):
+        assert hp[name] == (0.01, 0.05), name
+    assert hp["blocks.0.core.log_dt"] == (0.001, 0.0)
+    emb = SequenceModel(1, 3, d_model=8, n_layers=1, d_state=4, encoder="embedding", vocab_size=7)
+    hp = {n: d["weight_decay"] for d in describe_groups(param_groups(emb, 0.01, 0.05)) for n in d["param_names"]}
+    assert hp["encoder.weight"] == 0.0
+    old = describe_groups(param_groups(m, lr=0.01, weight_decay=0.05, bias_norm_weight_decay=True))
+    assert [(d["lr"], d["weight_decay"]) for d in old] == [(0.01, 0.05), (0.001, 0.0)]
+    assert "blocks.0.norm.norm.weight" in old[0]["param_names"] and "decoder.bias" in old[0]["param_names"]
 
 
 def test_cosine_with_warmup_values():
