@@ -7,7 +7,7 @@ mode index n = 0 … M-1:
 |---|---|
 | ``inv``  | -1/2 + i (N/pi) (N/(2n+1) - 1)                     (S4D-Inv)   |
 | ``lin``  | -1/2 + i pi n                                         (S4D-Lin)   |
-| ``legs`` | eigenvalues of the normal part of HiPPO-LegS, B = V^* B_hippo (S4D-LegS) |
+| ``legs`` | eigenvalues of the normal part of HiPPO-LegS, B = V^* B_hippo, Im B clipped to [-2, 2] (S4D-LegS) |
 | ``real`` | -(n+1), imaginary part 0                              (S4D-Real)  |
 | ``rand`` | -1/2 + i exp(z), z ~ N(0, 1)                           (random imaginary part) |
 | ``ptd``  | eigenvalues of HiPPO-LegS + E (S4-PTD, see ptd.py): N modes, not N/2; B = V^-1 B_hippo |
@@ -30,6 +30,7 @@ from .hippo import nplr
 from .ptd import ptd_init
 
 DIAG_INITS = ("inv", "lin", "legs", "real", "rand", "ptd")
+LEGS_B_CLIP = 2.0  # |Im B| bound of the LegS init, as the reference's (state-spaces/s4 nplr B_clip)
 
 
 def diagonal_init(
@@ -79,6 +80,9 @@ def diagonal_init(
         if not real_random:
             real = np.broadcast_to(-lam.real, shape).copy()
         imag = np.broadcast_to(lam.imag, shape).copy()
+        # the reference clips B's imaginary part to [-2, 2] (the high-frequency modes' |Im B| grows
+        # like sqrt(n) without it)
+        Bt = Bt.real + 1j * np.clip(Bt.imag, -LEGS_B_CLIP, LEGS_B_CLIP)
         B = np.broadcast_to(Bt, shape).copy()
     else:
         raise ValueError(f"unknown init {init!r}; valid: {', '.join(DIAG_INITS)}")

@@ -285,3 +285,30 @@ def test_ieee_matmul_gradients():
     b = torch.randn(3, 5, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(IEEEMatmul.apply, (a, b))
     torch.testing.assert_close(IEEEMatmul.apply(a, b), a @ b)
+
+
+def test_legs_B_imaginary_part_clipped_as_the_reference():
+    """S4D-LegS's B = V^* B_hippo with Im B clipped to [-2, 2] (the reference's nplr B_clip)."""
+    from ssm_cli.layers.hippo import nplr
+    from ssm_cli.layers.init import diagonal_init
+    N = 16
+    _, _, Bt, _ = nplr("legs", N)
+    _, B = diagonal_init("legs", N)
+    assert np.abs(Bt.imag).max() > 2.5  # the clip does something at this size
+    np.testing.assert_allclose(B[0].real, Bt.real)
+    np.testing.assert_allclose(B[0].imag, np.clip(Bt.imag, -2.0, 2.0))
+
+
+def test_dt_transform_softplus_same_dt_and_kernel():
+    """dt = softplus(raw) stores the same initial dt as exp(raw); the kernels agree, also packed."""
+    from ssm_cli.layers.s4d import packed_conv_kernel
+    e = build("s4d", 4, 8, seed=3, bidirectional=True).double()
+    s = build("s4d", 4, 8, seed=3, bidirectional=True, dt_transform="softplus").double()
+    torch.testing.assert_close(torch.nn.functional.softplus(s.log_dt), torch.exp(e.log_dt), rtol=1e-6, atol=0)
+    torch.testing.assert_close(s.kernel(20), e.kernel(20), rtol=1e-5, atol=1e-7)
+    assert s.kernel_kind() != e.kernel_kind()
+    s2 = build("s4d", 4, 8, seed=4, bidirectional=True, dt_transform="softplus").double()
+    torch.testing.assert_close(packed_conv_kernel([s, s2], 20),
+                               torch.cat([s.conv_kernel(20), s2.conv_kernel(20)], dim=1))
+    with pytest.raises(UserError, match="dt_transform"):
+        build("s4d", 4, 8, dt_transform="sigmoid")
