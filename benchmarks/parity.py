@@ -488,7 +488,7 @@ def train_reference(s4, a) -> dict:
     torch.set_float32_matmul_precision(tc.matmul_precision)
     data = load_dataset(cfg.dataset.name, a.data, **OmegaConf.to_container(cfg.dataset.options, resolve=True))
     dev = device if device.type == "cuda" else None
-    seed = a.seed
+    seed = int(a.seed if a.seed is not None else (cfg.protocol_seed if cfg.get("protocol_seed") is not None else 0))
     torch.manual_seed(seed)
     model = ReferenceNetwork(s4, a.init).to(device)
     train = make_loader(data.train, tc.batch_size, True, dev, 0, seed)
@@ -556,7 +556,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=3, help="check: batch of random inputs")
     p.add_argument("--L", type=int, default=96, help="check: sequence length (must differ from the feature sizes)")
     p.add_argument("--tol", type=float, default=2e-4, help="check: max relative error that counts as agree")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="check: seed of the weights and inputs (default 0); --train: the run's seed "
+                        "(default: the protocol's, as ssm run preset=short: 1111 for sCIFAR)")
     p.add_argument("--train", action="store_true", help="train the reference on real sCIFAR instead of checking")
     p.add_argument("--data", default="data", help="--train: data dir with cifar10/ (as ssm run's data_dir)")
     p.add_argument("--epochs", type=int, default=0, help="--train: epochs (0: our protocol's, preset=short: 10)")
@@ -589,6 +591,7 @@ def main(argv=None) -> int:
         print(f"test acc at the best val epoch ({out['best_epoch']}): {out['test_acc']:.4f}")
         status = 0
     else:
+        a.seed = 0 if a.seed is None else a.seed
         torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
         t0 = time.perf_counter()
         results = [check_init(s4, init, a) for init in inits]
