@@ -5,8 +5,9 @@
     python benchmarks/speed.py --no-reference --device cpu --L 64 --batch 4 --steps 2   # tiny, CPU
 
 The model is the S4D sCIFAR ablation network (FACTS §2): Linear(3 -> 128) encoder, 4 residual blocks
-[S4D core (N=64, S4D-Inv, ZOH, bidirectional) -> GELU -> tied dropout 0.1 -> Linear(128 -> 128) ->
-+ residual -> post-norm LayerNorm], mean pooling over L=1024, Linear(128 -> 10) decoder; AdamW with
+[S4D core (N=64, S4D-Inv, ZOH, bidirectional) -> dropout 0.1 -> GELU -> tied dropout 0.1 ->
+Linear(128 -> 128) -> tied dropout 0.1 -> + residual -> post-norm LayerNorm] (``--dropout-sites
+single``: the tied dropout after the GELU only), mean pooling over L=1024, Linear(128 -> 10) decoder; AdamW with
 the SSM groups (lr 0.001, wd 0 for dt, A, B; lr 0.01, wd 0.01 for everything else).
 
 * ours:       ``ssm_cli.layers.SequenceModel`` with the options of conf/model/s4d.yaml + the sCIFAR
@@ -68,9 +69,9 @@ def build_ours(a: argparse.Namespace, block: int | None = None, compile_post: bo
     return SequenceModel(
         a.d_input, a.classes, d_model=a.d_model, n_layers=a.n_layers, core="s4d", d_state=a.d_state,
         core_options=dict(init="inv", disc="zoh", bidirectional=True, n_ssm=a.n_ssm or None, lr=a.ssm_lr,
-                          block=block),
+                          block=block, dt_transform="softplus"),
         norm="layer", prenorm=False, dropout=a.dropout, tie_dropout=True, activation="gelu",
-        final_act="identity", pool="mean", compile_post=compile_post)
+        final_act="identity", pool="mean", dropout_sites=a.dropout_sites, compile_post=compile_post)
 
 
 def load_reference(path: str):
@@ -85,34 +86,38 @@ def load_reference(path: str):
 class RefModel(nn.Module):
     """The same backbone around the reference's ``S4Block``: encoder -> blocks (post-norm) -> mean -> decoder.
 
-    ``S4Block(dropout=p)`` hands ``p`` to its inner ``FFTConv`` as well, which applies a second tied
-    dropout before its GELU; with ``single_dropout`` that inner dropout is removed so that the block
-    is ours exactly: core -> GELU -> one tied dropout -> Linear (final_act 'id') -> + x -> LayerNorm.
+    ``S4Block(dropout=p)`` hands ``p`` to its inner ``FFTConv`` as well (a dropout before the GELU).
+    ``sites="reference"``: as the authors' training pipeline, that inner dropout elementwise and a
+    tied dropout on the residual branch (three per block, as ours by default; benchmarks/parity.py
+    checks the network); ``"single"``: the inner one removed, no residual one (ours with
+    ``dropout_sites=single``): core -> GELU -> one tied dropout -> Linear -> + x -> LayerNorm.
     """
 
-    def __init__(self, s4, a: argparse.Namespace, single_dropout: bool = True):
+    def __init__(self, s4, a: argparse.Namespace, sites: str = "reference"):
         super().__init__()
         H = a.d_model
         self.encoder = nn.Linear(a.d_input, H)
         self.blocks = nn.ModuleList()
+        self.res_drops = nn.ModuleList()
         self.norms = nn.ModuleList()
         for _ in range(a.n_layers):
             block = s4.S4Block(
                 H, dropout=a.dropout, tie_dropout=True, transposed=False, final_act="id",
                 mode="diag", init="diag-inv", d_state=a.d_state, disc="zoh", bidirectional=True,
                 activation="gelu", n_ssm=a.n_ssm or None, dt_min=0.001, dt_max=0.1,
-                lr={"dt": a.ssm_lr, "A": a.ssm_lr, "B": a.ssm_lr}, wd=0.0)
-            if single_dropout:
-                block.layer.drop = nn.Identity()
+                lr={"dt": a.ssm_lr, "A": a.ssm_lr, "B": a.ssm_lr}, wd=0.0, dt_transform="softplus")
+            reference = sites == "reference" and a.dropout > 0
+            block.layer.drop = nn.Dropout(a.dropout) if reference else nn.Identity()
+            self.res_drops.append(s4.DropoutNd(a.dropout, transposed=False) if reference else nn.Identity())
             self.blocks.append(block)
             self.norms.append(nn.LayerNorm(H))
         self.decoder = nn.Linear(H, a.classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.encoder(x)  # (B L H)
-        for block, norm in zip(self.blocks, self.norms):
+        for block, drop, norm in zip(self.blocks, self.res_drops, self.norms):
             z, _ = block(h)  # (B L H)
-            h = norm(h + z)  # (B L H)
+            h = norm(h + drop(z))  # (B L H)
         return self.decoder(h.mean(1))  # (B classes)
 
 
@@ -218,7 +223,7 @@ def make_variant(v: Variant, a: argparse.Namespace, device: torch.device, s4=Non
         v.groups = param_groups(v.model, a.lr, a.weight_decay)
         v.groups = [{k: g[k] for k in ("params", "lr", "weight_decay")} for g in v.groups]
     else:
-        v.model = RefModel(s4, a, single_dropout=not a.ref_double_dropout).to(device)
+        v.model = RefModel(s4, a, sites=a.dropout_sites).to(device)
         v.groups = reference_groups(v.model, a.lr, a.weight_decay)
     kw = {"fused": True} if v.fused else {}
     if v.graph:  # the captured AdamW step reads tensor learning rates
@@ -457,8 +462,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--block", type=int, nargs="*", default=None, metavar="T",
                    help="add ours with Vandermonde block length T (e.g. --block 1024: one block, no J table)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (all variants, global)")
-    p.add_argument("--ref-double-dropout", action="store_true",
-                   help="keep the reference FFTConv's own dropout (S4Block then drops out twice)")
+    p.add_argument("--dropout-sites", default="reference", choices=("reference", "single"),
+                   help="both models: three dropouts per block as the authors' pipeline, or our single one")
     p.add_argument("--data", default=None, help="data dir with cifar10/: also train on real sCIFAR")
     p.add_argument("--epochs", type=int, default=1, help="epochs of --data training")
     p.add_argument("--schedule-epochs", type=int, default=100, help="length of the cosine schedule (epochs)")
