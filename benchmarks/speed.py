@@ -122,14 +122,18 @@ class RefModel(nn.Module):
 
 
 def reference_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
-    """AdamW groups of the authors' example.py: untagged params in the default group, then one group
-    per distinct ``_optim`` dict (an empty dict, as C gets, means the defaults)."""
-    params = list(model.parameters())
-    groups = [{"params": [p for p in params if not hasattr(p, "_optim")], "lr": lr, "weight_decay": weight_decay}]
-    hps = [dict(s) for s in sorted(dict.fromkeys(frozenset(p._optim.items()) for p in params
-                                                 if hasattr(p, "_optim")), key=lambda s: sorted(s))]
+    """AdamW groups as the authors' train.py builds them: biases and norm parameters tagged with
+    weight decay 0 (its optimizer hook), untagged params in the default group, then one group per
+    distinct ``_optim`` dict (an empty dict, as C gets, means the defaults)."""
+    exempt = {f"{mn}.{pn}" if mn else pn for mn, m in model.named_modules()
+              for pn, _ in m.named_parameters(recurse=False) if pn.endswith("bias") or isinstance(m, nn.LayerNorm)}
+    named = list(model.named_parameters())
+    tags = {n: ({"weight_decay": 0.0} if n in exempt else getattr(p, "_optim", None)) for n, p in named}
+    groups = [{"params": [p for n, p in named if tags[n] is None], "lr": lr, "weight_decay": weight_decay}]
+    hps = [dict(s) for s in sorted(dict.fromkeys(frozenset(t.items()) for t in tags.values() if t is not None),
+                                   key=lambda s: sorted(s))]
     for hp in hps:
-        groups.append({"params": [p for p in params if getattr(p, "_optim", None) == hp],
+        groups.append({"params": [p for n, p in named if tags[n] == hp],
                        "lr": hp.get("lr", lr), "weight_decay": hp.get("weight_decay", weight_decay)})
     return groups
 
