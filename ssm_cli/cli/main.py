@@ -19,7 +19,7 @@ err = Console(stderr=True)
 
 
 def fail(e: UserError) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)  # paths stay whole, copyable
     raise typer.Exit(2)
 
 
@@ -84,7 +84,7 @@ def warn_unreadable(unreadable: list) -> None:
         err.print(f"[yellow]{len(unreadable)} unreadable record(s) left out (rerun their runs, or fix or delete the files):[/]",
                   highlight=False)
         for e in unreadable:
-            err.print(f"  {e.path}: {e.reason}", highlight=False, markup=False)
+            err.print(f"  {e.path}: {e.reason}", highlight=False, markup=False, soft_wrap=True)
 
 
 def check_output_file(path: Path) -> None:
