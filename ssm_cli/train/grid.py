@@ -168,7 +168,8 @@ def todo(runs: list[PlannedRun], retry_failed: bool) -> list[PlannedRun]:
         status = record.get("status", "new")
         if status == "completed":
             continue
-        if status in ("failed", "diverged") and not retry_failed and not data_file_changed(record):
+        interrupted = status == "failed" and record.get("error") == "interrupted"  # so recorded by earlier versions
+        if status in ("failed", "diverged") and not (retry_failed or interrupted or data_file_changed(record)):
             continue
         out.append(r)
     return out
