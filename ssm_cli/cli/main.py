@@ -89,7 +89,7 @@ def warn_unreadable(unreadable: list) -> None:
 
 def check_output_file(path: Path) -> None:
     """UserError unless the file ``path`` can be written (its folder exists or can be created)."""
-    from ssm_cli.train.grid import check_writable
+    from ssm_cli.paths import check_writable
 
     if path.is_dir():
         raise UserError(f"--out {str(path)!r} is a folder; name a file")
@@ -114,7 +114,7 @@ def plot(
 ) -> None:
     """Learning curves (metric per epoch, one line per variant, mean over seeds) as PNG files."""
     from ssm_cli.results.plot import plot_curves
-    from ssm_cli.train.grid import check_writable
+    from ssm_cli.paths import check_writable
 
     unreadable: list = []
     try:

@@ -13,8 +13,8 @@ from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.interrupts import exit_code
 from ssm_cli.trace import trace
 from ssm_cli.train.grid import find_identical, plan, reuse, run_local, run_serial, todo
-from ssm_cli.train.record import read_record
 from ssm_cli.train.pack import make_units, pack_key
+from ssm_cli.train.record import read_record
 
 console = Console()
 STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow",

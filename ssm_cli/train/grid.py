@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm_cli.config import compose, config_hash, preset_overrides
 from ssm_cli.errors import Interrupted, UserError
+from ssm_cli.paths import check_writable
 from ssm_cli.trace import trace
 from ssm_cli.train.record import CONFIG, data_file_changed, read_record, set_aside_unreadable_record
 
@@ -90,28 +90,6 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
                                    list(overrides) + v_overrides, c, run_dir))
     trace(f"configs composed: {len(variants)} variant(s), {len(runs)} run(s)")
     return runs
-
-
-def check_writable(path: Path, what: str) -> None:
-    """Raise UserError unless the folder ``path`` exists and can be written to, or could be created
-    (its nearest existing ancestor is a writable folder). Creates nothing (``--dry-run`` too)."""
-    path = Path(path)
-    probe = path
-    while not probe.exists():
-        if probe.is_symlink():
-            raise UserError(f"{what} {str(path)!r} cannot be created: {probe} is a broken symbolic link")
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"{what} {str(path)!r} cannot be created: {probe} is a file, not a folder; "
-                        f"choose another {what}")
-    try:  # a real write: permissions, ACLs, read-only mounts and pseudo file systems alike
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise PermissionError(13, "permission denied")
-        tempfile.TemporaryFile(dir=probe).close()
-    except OSError as e:
-        where = "" if probe == path else f" (in {probe})"
-        raise UserError(f"{what} {str(path)!r} is not writable{where}: {e.strerror or e}; "
-                        f"choose another {what} or fix the permissions") from None
 
 
 def prepare(run: PlannedRun) -> None:
