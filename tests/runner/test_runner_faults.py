@@ -321,3 +321,31 @@ def test_records_get_the_mode_of_any_new_file(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert (tmp_path / "record.json").stat().st_mode & 0o777 == mode
+
+
+# ---- launcher=local: an interrupted grid stops its workers, which record their runs as interrupted ----
+
+WORKER = """
+import sys, time
+from ssm_cli.errors import Interrupted
+from ssm_cli.interrupts import exit_code, signals_raise
+try:
+    with signals_raise():
+        print("ready", flush=True)
+        time.sleep(120)
+except Interrupted as e:
+    sys.exit(exit_code(e.signum))
+"""
+
+
+def test_stop_workers_asks_each_worker_to_stop_and_kills_one_that_does_not():
+    from ssm_cli.train.grid import stop_workers
+
+    polite = subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True)
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                 "print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    assert polite.stdout.readline().strip() == stubborn.stdout.readline().strip() == "ready"
+    t = time.monotonic()
+    stop_workers([polite, stubborn], grace=3.0)
+    assert polite.returncode == 143  # SIGTERM became Interrupted: the worker's runs are recorded as interrupted
+    assert stubborn.returncode == -signal.SIGKILL and time.monotonic() - t < 30
