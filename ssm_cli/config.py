@@ -55,6 +55,7 @@ VALID = {
     "optimizer.lr": Range(0, lo_open=True),
     "optimizer.weight_decay": Range(0),
     "optimizer.betas": ListOf(Range(0, 1, hi_open=True), length=2),
+    "optimizer.bias_norm_weight_decay": (True, False),
     "scheduler.name": ("cosine", "step", "constant"),
     "scheduler.warmup_steps": Range(0, integer=True),
     "scheduler.milestones": ListOf(_POSITIVE_INT),

@@ -41,7 +41,7 @@ _DIAG = {
     "real_scale": (_NUM, 1.0),
     "imag_scale": (_NUM, 1.0),
     "B_init": (("auto", "ones", "random"), "auto"),  # auto: HiPPO's B for legs, else ones
-    "block": (Range(1, integer=True, none=True), None), # Vandermonde block length (None: automatic)
+    "block": (Range(1, integer=True, none=True), None),  # Vandermonde block length (None: automatic)
 }
 
 CORE_OPTIONS: dict[str, dict[str, tuple]] = {
