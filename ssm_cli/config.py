@@ -16,6 +16,7 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.errors import UserError
+from ssm_cli.values import AnyOf, ListOf, Range, check
 
 CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parents[1] / "conf"))
 
@@ -25,18 +26,43 @@ HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name",
                  "trainer.cuda_graphs", "trainer.eval_batch_size", "trainer.compile",
                  "trainer.test_at")  # when the test sets are evaluated, not what the test metric is
 
-# Value checks for keys outside the model (the model's keys are checked by ssm_cli.layers).
-CHOICES = {
+# The valid values of every key outside the model (the model's: ssm_cli.train.model.BACKBONE_VALID
+# and ssm_cli.layers.options.CORE_OPTIONS), checked before anything runs: a tuple lists the values,
+# a Range bounds a number (ssm_cli.values). A key a config does not have (e.g. scheduler.gamma
+# without scheduler=step) is not checked.
+_POSITIVE_INT = Range(1, integer=True)
+_BATCHES = AnyOf((Range(1, integer=True), Range(0, 1, lo_open=True), (None,)))  # count, fraction, all
+VALID = {
+    "seeds": AnyOf((ListOf(Range(0, 2**32 - 1, integer=True), min_length=1, unique=True), (None,))),
+    "trainer.epochs": _POSITIVE_INT,
+    "trainer.batch_size": _POSITIVE_INT,
+    "trainer.eval_batch_size": Range(1, integer=True, none=True),
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
+    "trainer.devices": _POSITIVE_INT,
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed"),
+    "trainer.grad_clip": Range(0),
+    "trainer.num_workers": Range(0, integer=True),
     "trainer.data_on_device": ("auto", True, False),
-    "optimizer.name": ("adamw",),
+    "trainer.limit_train_batches": _BATCHES,
+    "trainer.limit_eval_batches": _BATCHES,
+    "trainer.progress": (True, False),
     "trainer.cuda_graphs": (True, False),
     "trainer.compile": ("auto", True, False),
     "trainer.matmul_precision": ("highest", "high", "medium"),
     "trainer.test_at": ("best", "every"),
+    "trainer.deterministic": (True, False),
+    "optimizer.name": ("adamw",),
+    "optimizer.lr": Range(0, lo_open=True),
+    "optimizer.weight_decay": Range(0),
+    "optimizer.betas": ListOf(Range(0, 1, hi_open=True), length=2),
+    "optimizer.bias_norm_weight_decay": (True, False),
     "scheduler.name": ("cosine", "step", "constant"),
+    "scheduler.warmup_steps": Range(0, integer=True),
+    "scheduler.milestones": ListOf(_POSITIVE_INT),
+    "scheduler.gamma": Range(0, lo_open=True),
     "launcher.name": ("serial", "local"),
+    "launcher.jobs": _POSITIVE_INT,
+    "launcher.pack": _POSITIVE_INT,
 }
 
 
@@ -130,20 +156,27 @@ def validate(cfg: DictConfig) -> None:
     from ssm_cli.data.registry import DATASETS
     from ssm_cli.train.model import check_model_config
 
+    _check_interpolations(cfg)
     if cfg.dataset.name not in DATASETS:
         raise UserError(f"unknown dataset {cfg.dataset.name!r}; valid: {', '.join(DATASETS)}")
-    for key, valid in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in valid:
-            raise UserError(f"invalid value {value!r} for {key}; valid: {', '.join(map(str, valid))}")
+    absent = object()
+    for key, valid in VALID.items():
+        value = OmegaConf.select(cfg, key, default=absent)
+        if value is not absent:
+            check(key, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value, valid)
     check_model_config(cfg.model)
-    for key in ("launcher.jobs", "launcher.pack"):
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"{key} must be a positive integer, got {value!r}")
-    seeds = cfg.seeds
-    if seeds is not None and not (OmegaConf.is_list(seeds) and all(isinstance(s, int) for s in seeds)):
-        raise UserError(f"seeds must be a list of integers like seeds=[0,1,2], got {seeds!r}")
+
+
+def _check_interpolations(cfg: DictConfig) -> None:
+    """Raise UserError naming the first key whose ``${...}`` cannot be resolved."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "a key"
+        reason = str(e).splitlines()[0]
+        raise UserError(f"cannot resolve the value of {key}: {reason}") from None
 
 
 def config_hash(cfg: DictConfig) -> str:

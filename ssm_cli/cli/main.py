@@ -9,7 +9,8 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from ssm_cli.errors import UserError
+from ssm_cli.errors import Interrupted, UserError
+from ssm_cli.interrupts import exit_code, signals_raise
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproduce the ablations of the diagonal state space model papers.")
@@ -18,7 +19,7 @@ err = Console(stderr=True)
 
 
 def fail(e: UserError) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)  # paths stay whole, copyable
     raise typer.Exit(2)
 
 
@@ -35,10 +36,14 @@ def run(
     from ssm_cli.cli.run_cmd import run_command
 
     try:
-        code = run_command(list(overrides or []), dry_run=dry_run, show_cfg=cfg, retry_failed=retry_failed,
-                           reuse_identical=not no_reuse)
+        with signals_raise():  # SIGINT/SIGTERM: runs stop resumable and the grid says what is left
+            code = run_command(list(overrides or []), dry_run=dry_run, show_cfg=cfg, retry_failed=retry_failed,
+                               reuse_identical=not no_reuse)
     except UserError as e:
         fail(e)
+    except Interrupted as e:  # before the grid started (while composing): nothing to resume
+        err.print(f"interrupted (signal {e.signum}); nothing was run", highlight=False)
+        raise typer.Exit(exit_code(e.signum))
     raise typer.Exit(code)
 
 
@@ -54,19 +59,51 @@ def table(
     """Aggregate run records: mean ± std over seeds, n, the paper's figure and our difference."""
     from ssm_cli.results.table import aggregate, load_records, render
 
+    unreadable: list = []
     try:
-        records = [r for r in load_records(runs_dir)
+        if out:
+            check_output_file(out)
+        records = [r for r in load_records(runs_dir, unreadable)
                    if (ablation is None or r.get("ablation") == ablation) and (dataset is None or r.get("dataset") == dataset)
                    and (preset is None or r.get("preset") == preset)]
         text = render(aggregate(records), format)
+        if out:
+            write_output(out, text)
+            err.print(f"wrote {out}")
+        else:
+            sys.stdout.write(text)
     except UserError as e:
         fail(e)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        err.print(f"wrote {out}")
-    else:
-        sys.stdout.write(text)
+    finally:
+        warn_unreadable(unreadable)
+
+
+def warn_unreadable(unreadable: list) -> None:
+    """List the records left out of a table or plot because they cannot be read (on stderr)."""
+    if unreadable:
+        err.print(f"[yellow]{len(unreadable)} unreadable record(s) left out (rerun their runs, or fix or delete the files):[/]",
+                  highlight=False)
+        for e in unreadable:
+            err.print(f"  {e.path}: {e.reason}", highlight=False, markup=False, soft_wrap=True)
+
+
+def check_output_file(path: Path) -> None:
+    """UserError unless the file ``path`` can be written (its folder exists or can be created)."""
+    from ssm_cli.paths import check_writable
+
+    if path.is_dir():
+        raise UserError(f"--out {str(path)!r} is a folder; name a file")
+    check_writable(path.parent, "--out folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"--out {str(path)!r} is not writable; choose another file or fix the permissions")
+
+
+def write_output(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        raise UserError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
 
 
 @app.command()
@@ -77,11 +114,18 @@ def plot(
 ) -> None:
     """Learning curves (metric per epoch, one line per variant, mean over seeds) as PNG files."""
     from ssm_cli.results.plot import plot_curves
+    from ssm_cli.paths import check_writable
 
+    unreadable: list = []
     try:
-        paths = plot_curves(runs_dir, out, metric)
+        check_writable(out or runs_dir, "--out folder" if out else "runs folder (the plots go there without --out)")
+        paths = plot_curves(runs_dir, out, metric, unreadable)
     except UserError as e:
         fail(e)
+    except OSError as e:  # e.g. the folder became unwritable since the check
+        fail(UserError(f"cannot write the plots to {str(out or runs_dir)!r}: {e.strerror or e}"))
+    finally:
+        warn_unreadable(unreadable)
     if not paths:
         err.print(f"[yellow]no per-epoch {metric} found under {runs_dir}[/]")
     for p in paths:

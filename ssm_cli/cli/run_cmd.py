@@ -1,18 +1,24 @@
 """``ssm run``: plan the grid, show it, run what is not done, print the table."""
 from __future__ import annotations
 
+import shlex
+import sys
+
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ssm_cli.errors import UserError
+from ssm_cli.errors import Interrupted, UserError
+from ssm_cli.interrupts import exit_code
 from ssm_cli.trace import trace
 from ssm_cli.train.grid import find_identical, plan, reuse, run_local, run_serial, todo
 from ssm_cli.train.pack import make_units, pack_key
+from ssm_cli.train.record import read_record
 
 console = Console()
-STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow", "new": ""}
+STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow",
+                "interrupted": "yellow", "new": ""}
 
 
 def show_plan(runs) -> None:
@@ -43,6 +49,47 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
                 for i in range(0, len(names), pack_size):
                     console.print(f"pack: {', '.join(names[i:i + pack_size])}", highlight=False)
         return 0
+    try:  # Ctrl-C and SIGTERM raise Interrupted (cli/main.py): the runs stop resumable
+        return _execute(runs, overrides, retry_failed, reuse_identical, pack_size)
+    except Interrupted as e:
+        console.print(f"[yellow]interrupted (signal {e.signum})[/]", highlight=False)
+        summarize(runs, overrides)
+        return exit_code(e.signum)
+    except UserError:  # e.g. a corrupt data file: the CLI prints it, after what is left
+        summarize(runs, overrides)
+        raise
+
+
+def summarize(runs, overrides: list[str]) -> int:
+    """One line saying what of the grid is not completed and the command that finishes it, on
+    stderr; returns how many runs are not completed (0: nothing printed)."""
+    counts: dict[str, int] = {}
+    data_files: list[str] = []
+    for r in runs:
+        record = read_record(r.run_dir) or {}
+        status = record.get("status", "new")
+        if status in ("new", "pending", "running"):  # running: the process ended without a word (kill -9)
+            status = "interrupted" if status == "running" else "not started"
+        counts[status] = counts.get(status, 0) + 1
+        if status == "failed" and isinstance(record.get("data_file"), dict):
+            data_files.append(record["data_file"]["path"])
+    left = len(runs) - counts.pop("completed", 0)
+    if not left:
+        return 0
+    order = ("not started", "interrupted", "failed", "diverged")
+    parts = ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+    command = shlex.join(["ssm", "run", *overrides])
+    if counts.get("failed") or counts.get("diverged"):
+        command += " --retry-failed"
+    hint = ""
+    if data_files:
+        hint = f" (fix {', '.join(sorted(set(data_files))[:3])}: its runs rerun by themselves once it changes)"
+    line = f"grid not complete: {len(runs) - left} of {len(runs)} run(s) completed; {parts}{hint}. To finish: {command}"
+    print(line, file=sys.stderr, flush=True)
+    return left
+
+
+def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bool, pack_size: int) -> int:
     work = todo(runs, retry_failed)
     reused = 0
     if reuse_identical:
@@ -58,12 +105,15 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
                   f"{len(runs)} run(s), {skipped} already done or skipped ({reused} reused from identical runs), {len(work)} to run "
                   f"→ {first.out_dir}", highlight=False)
     outcomes: dict[str, int] = {}
+    running_elsewhere: set = set()
     with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console, transient=False) as progress:
         task = progress.add_task("", total=len(runs), completed=skipped)
 
         def on_done(r, record) -> None:
             status = record.get("status", "failed")
+            if status == "locked":
+                running_elsewhere.add(r.run_dir)
             outcomes[status] = outcomes.get(status, 0) + 1
             result = record.get("result")
             extra = f" {record.get('metric')}={result:.2f}" if isinstance(result, float) else ""
@@ -94,5 +144,8 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
                    and r.get("preset") == first.preset.name]
         print(render(aggregate(records), "rich"), end="")
     trace("grid done")
-    bad = sum(n for s, n in outcomes.items() if s not in ("completed", "locked"))
-    return 1 if bad else 0
+    locked = outcomes.get("locked", 0)  # running in another process right now: that one reports them
+    left = summarize([r for r in runs if r.run_dir not in running_elsewhere], overrides)
+    if locked:
+        print(f"{locked} run(s) are being run by another process", file=sys.stderr, flush=True)
+    return 1 if left else 0

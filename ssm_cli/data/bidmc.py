@@ -28,7 +28,7 @@ from ssm_cli.data.base import DatasetBundle, DataSpec
 from ssm_cli.data.cache import cached_arrays, fingerprint
 from ssm_cli.data.download import fetch
 from ssm_cli.data.paths import check_options, missing_data
-from ssm_cli.errors import UserError, check_choice
+from ssm_cli.errors import DataFileError, UserError, check_choice
 
 SOURCE = "bidmc"
 TARGETS = {"hr": "HR", "rr": "RR", "spo2": "SpO2"}
@@ -136,23 +136,23 @@ def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     if tag[0] == "@data":
                         in_data = True
                     elif tag[0] == "@timestamps" and tag[1:2] == ["true"]:
-                        raise UserError(f"{path}: series with time stamps are not supported")
+                        raise DataFileError(path, f"{path}: series with time stamps are not supported")
                     elif tag[0] == "@classlabel" and tag[1:2] == ["true"]:
-                        raise UserError(f"{path} is a classification problem (@classLabel true), expected a regression target")
+                        raise DataFileError(path, f"{path} is a classification problem (@classLabel true), expected a regression target")
                     continue
                 *channels, target = line.split(":")
                 try:
                     case = np.stack([np.array(c.replace("?", "nan").split(","), dtype=np.float32) for c in channels])
                     targets.append(float(target))
                 except ValueError as err:
-                    raise UserError(f"corrupt .ts file {path}, line {lineno}: {err}") from None
+                    raise DataFileError(path, f"corrupt .ts file {path}, line {lineno}: {err}") from None
                 if series and case.shape != series[0].shape:
-                    raise UserError(f"corrupt .ts file {path}, line {lineno}: {case.shape[0]} channels x {case.shape[1]} steps, the first case has {series[0].shape[0]} x {series[0].shape[1]}")
+                    raise DataFileError(path, f"corrupt .ts file {path}, line {lineno}: {case.shape[0]} channels x {case.shape[1]} steps, the first case has {series[0].shape[0]} x {series[0].shape[1]}")
                 series.append(case)
     except OSError as err:
-        raise UserError(f"cannot read {path} ({err})") from None
+        raise DataFileError(path, f"cannot read {path} ({err})") from None
     if not series:
-        raise UserError(f"corrupt .ts file {path}: no cases after @data (truncated?)")
+        raise DataFileError(path, f"corrupt .ts file {path}: no cases after @data (truncated?)")
     x = np.stack(series).transpose(0, 2, 1)  # (N, C, L) -> (N, L, C)
     if np.isnan(x).any():
         fill = np.nanmean(x, axis=1, keepdims=True)  # per case and channel

@@ -4,6 +4,7 @@ A cache entry is a folder of ``.npy`` files under ``<raw_dir>/.ssm_cache/<name>-
 covers the processing version, the processing options and a fingerprint (path, size, mtime) of
 every raw file, so changing the raw data or the processing builds a new entry; stale entries of the
 same name are removed. Arrays are opened memory-mapped, so a cache larger than RAM still loads.
+A damaged entry (a truncated or overwritten ``.npy``) is named on stderr and rebuilt.
 Values every load would compute again from an entry's arrays (normalisation statistics, a
 grayscale view) are kept in the entry's ``derived/`` folder once computed (``derived_array``);
 entries of earlier versions get them at their first load.
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -25,6 +27,8 @@ from pathlib import Path, PurePath
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+
+from ssm_cli.errors import DataFileError
 
 CACHE_FOLDER = ".ssm_cache"
 
@@ -99,6 +103,15 @@ def cached_arrays(
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = Path(raw_dir) / CACHE_FOLDER
     entry = root / f"{name}-{digest}"
+    if (entry / "DONE").exists():
+        try:
+            return _load_entry(entry)
+        except DataFileError as e:  # a damaged cache is rebuilt from the raw files: say which file
+            refuse_in_prefetch(f"rebuilding the damaged cache {entry}")
+            print(f"warning: {e}; rebuilding the cache entry {entry}", file=sys.stderr, flush=True)
+            shutil.rmtree(entry, ignore_errors=True)
+            if entry.exists():
+                raise DataFileError(e.path, f"{e}; the cache entry {entry} cannot be removed: delete it by hand") from None
     if not (entry / "DONE").exists():
         refuse_in_prefetch(f"building the cache {entry}")
         arrays = build()
@@ -115,7 +128,21 @@ def cached_arrays(
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             os.replace(tmp, entry)
-    return {f.stem: np.load(f, mmap_mode="r") for f in sorted(entry.glob("*.npy"))}
+    return _load_entry(entry)
+
+
+def _load_entry(entry: Path) -> dict[str, np.ndarray]:
+    """The arrays of a cache entry, memory-mapped; DataFileError naming a file that is truncated,
+    not an .npy file, or missing (an entry is complete once it has DONE: key.json names its files)."""
+    arrays = {}
+    for f in sorted(entry.glob("*.npy")):
+        try:
+            arrays[f.stem] = np.load(f, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as err:  # truncated: "mmap length is greater than file size"
+            raise DataFileError(f, f"damaged cache file {f} ({type(err).__name__}: {err})") from None
+    if not arrays:
+        raise DataFileError(entry, f"cache entry {entry} holds no arrays")
+    return arrays
 
 
 DERIVED = "derived"

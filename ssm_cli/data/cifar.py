@@ -32,7 +32,7 @@ from ssm_cli.data.base import DatasetBundle, DataSpec
 from ssm_cli.data.cache import cached_arrays, derived_array
 from ssm_cli.data.download import extract, fetch, files_digest, remove, track
 from ssm_cli.data.paths import check_options, missing_data
-from ssm_cli.errors import UserError
+from ssm_cli.errors import DataFileError, UserError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SOURCE = "cifar10"
@@ -178,11 +178,11 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-        raise UserError(f"corrupt CIFAR-10 batch file {path} ({type(err).__name__}: {err}); delete it and run `ssm data prepare scifar`") from None
+        raise DataFileError(path, f"corrupt CIFAR-10 batch file {path} ({type(err).__name__}: {err}); delete it and run `ssm data prepare scifar`") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise UserError(f"corrupt CIFAR-10 batch file {path}: data {data.shape}, {len(labels)} labels; expected (n, 3072) and n labels")
+        raise DataFileError(path, f"corrupt CIFAR-10 batch file {path}: data {data.shape}, {len(labels)} labels; expected (n, 3072) and n labels")
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise UserError(f"corrupt CIFAR-10 batch file {path}: labels outside 0..9")
+        raise DataFileError(path, f"corrupt CIFAR-10 batch file {path}: labels outside 0..9")
     # rows are planar: 1024 red, 1024 green, 1024 blue values, each in raster order
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
@@ -228,9 +228,9 @@ def _read_folder(listing: dict[str, list[tuple[str, int]]]) -> dict[str, np.ndar
                 with Image.open(f) as im:
                     pixels = np.asarray(im.convert("RGB"))
             except (OSError, SyntaxError, ValueError) as err:
-                raise UserError(f"corrupt CIFAR-10 image {f} ({err})") from None
+                raise DataFileError(f, f"corrupt CIFAR-10 image {f} ({err})") from None
             if pixels.shape != (32, 32, 3):
-                raise UserError(f"CIFAR-10 image {f} is {pixels.shape[1]}x{pixels.shape[0]}, expected 32x32")
+                raise DataFileError(f, f"CIFAR-10 image {f} is {pixels.shape[1]}x{pixels.shape[0]}, expected 32x32")
             x[i] = pixels
         out[f"{split}_x"] = x
         out[f"{split}_y"] = np.array([label for _, label in items], dtype=np.int64)

@@ -35,7 +35,7 @@ def _data_dir(value: Optional[Path]) -> Path:
 
 
 def _fail(e: UserError) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)  # paths stay whole, copyable
     raise typer.Exit(2)
 
 

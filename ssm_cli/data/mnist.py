@@ -27,7 +27,7 @@ from ssm_cli.data.base import DatasetBundle, DataSpec
 from ssm_cli.data.cache import cached_arrays, fingerprint
 from ssm_cli.data.download import fetch
 from ssm_cli.data.paths import check_options, missing_data
-from ssm_cli.errors import UserError, check_choice
+from ssm_cli.errors import DataFileError, UserError, check_choice
 
 SOURCE = "mnist"
 FILES = {
@@ -151,15 +151,15 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:
-        raise UserError(f"corrupt MNIST file {path} ({err}); delete it and run `ssm data prepare smnist`") from None
+        raise DataFileError(path, f"corrupt MNIST file {path} ({err}); delete it and run `ssm data prepare smnist`") from None
     if len(data) < 4:
-        raise UserError(f"corrupt MNIST file {path}: {len(data)} bytes, shorter than an IDX header")
+        raise DataFileError(path, f"corrupt MNIST file {path}: {len(data)} bytes, shorter than an IDX header")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 3:
-        raise UserError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()})")
+        raise DataFileError(path, f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()})")
     header = 4 + 4 * ndim
     shape = struct.unpack(f">{ndim}i", data[4:header])
     expected = header + int(np.prod(shape))
     if len(data) != expected:
-        raise UserError(f"truncated or corrupt MNIST file {path}: {len(data)} bytes, its header {shape} implies {expected}")
+        raise DataFileError(path, f"truncated or corrupt MNIST file {path}: {len(data)} bytes, its header {shape} implies {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from ssm_cli.data.base import DatasetBundle, DataSpec
 from ssm_cli.data.cache import cached_arrays, fingerprint
 from ssm_cli.data.lra import ensure_lra, take_options
-from ssm_cli.errors import UserError
+from ssm_cli.errors import DataFileError, UserError
 
 PROCESSING_VERSION = 1
 CONTOUR_FOLDER = "curv_contour_length_14"
@@ -59,7 +59,7 @@ def read_metadata(path: Path) -> list[tuple[str, str, int]]:
         else:
             rows = [line.split() for line in raw.decode("utf-8").splitlines() if line.strip()]
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read Pathfinder metadata file {path}: {e}") from e
+        raise DataFileError(path, f"cannot read Pathfinder metadata file {path}: {e}") from e
     out = []
     for n, r in enumerate(rows, start=1):
         if len(r) < 4 or r[3] not in ("0", "1"):
@@ -85,9 +85,9 @@ def decode_images(root: Path, rows: list[tuple[str, str, int]], resolution: int)
             with Image.open(f) as im:
                 a = np.asarray(im.convert("L"))
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for missing/truncated files
-            raise UserError(f"cannot read Pathfinder image {f} (missing, truncated or corrupt): {e}") from e
+            raise DataFileError(f, f"cannot read Pathfinder image {f} (missing, truncated or corrupt): {e}") from e
         if a.shape != (resolution, resolution):
-            raise UserError(f"Pathfinder image {f} is {a.shape[1]}x{a.shape[0]}, expected {resolution}x{resolution}")
+            raise DataFileError(f, f"Pathfinder image {f} is {a.shape[1]}x{a.shape[0]}, expected {resolution}x{resolution}")
         images[i] = a.reshape(-1)
     return images
 

@@ -24,6 +24,7 @@ Options: ``version="v0.02"`` (or ``"v0.01"``), ``download=True``; ``sc10`` also
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 import wave
 from pathlib import Path
@@ -35,7 +36,7 @@ from ssm_cli.data.base import DatasetBundle, DataSpec
 from ssm_cli.data.cache import CACHE_FOLDER, cached_arrays
 from ssm_cli.data.download import extract, fetch, files_digest, remove, track
 from ssm_cli.data.paths import check_options, missing_data
-from ssm_cli.errors import UserError, check_choice
+from ssm_cli.errors import DataFileError, UserError, check_choice
 
 SOURCE = "speech_commands"
 SAMPLE_RATE = 16000
@@ -194,12 +195,13 @@ def read_wav(path: Path) -> np.ndarray:
         with wave.open(str(path), "rb") as w:
             channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             frames = w.readframes(n)
-    except (wave.Error, EOFError, OSError) as err:
-        raise UserError(f"corrupt WAV file {path} ({err})") from None
+    except (wave.Error, EOFError, OSError, RuntimeError, ValueError, struct.error) as err:
+        # a RIFF header with garbage after it: the chunk reader raises a bare RuntimeError
+        raise DataFileError(path, f"corrupt WAV file {path} ({type(err).__name__}{': ' + str(err) if str(err) else ''})") from None
     if (channels, width, rate) != (1, 2, SAMPLE_RATE):
-        raise UserError(f"WAV file {path} is {channels} channel(s), {8 * width}-bit, {rate} Hz; expected mono 16-bit 16000 Hz")
+        raise DataFileError(path, f"WAV file {path} is {channels} channel(s), {8 * width}-bit, {rate} Hz; expected mono 16-bit 16000 Hz")
     if len(frames) != 2 * n:
-        raise UserError(f"truncated WAV file {path}: header says {n} samples, found {len(frames) // 2}")
+        raise DataFileError(path, f"truncated WAV file {path}: header says {n} samples, found {len(frames) // 2}")
     return np.frombuffer(frames, dtype="<i2")
 
 

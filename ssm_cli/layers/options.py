@@ -1,12 +1,14 @@
 """CORE_OPTIONS: every option of every core, with its valid values (or type) and default.
 
-``CORE_OPTIONS[core][option] = (valid, default)``; ``valid`` is a tuple of allowed values, or a
-type / tuple of types (a number option; ``type(None)`` means None is allowed). The runner routes
+``CORE_OPTIONS[core][option] = (valid, default)``; ``valid`` is a tuple of allowed values, a
+``Range`` of numbers (``ssm_cli.values``), or a type / tuple of types (``type(None)`` means None is
+allowed). The runner routes
 flat ``model.*`` config keys with this table and ``build`` validates against it.
 """
 from __future__ import annotations
 
 from ..errors import UserError
+from ..values import Range, check
 from .discretize import DISCS
 from .hippo import MEASURES
 from .init import DIAG_INITS
@@ -17,12 +19,12 @@ _NUM = (int, float)
 
 _COMMON = {
     "bidirectional": ((False, True), False),   # two kernels (forward, backward in time), summed
-    "channels": (int, 1),                      # output copies: core output has channels * H features
-    "n_ssm": ((int, _NONE), None),             # copies of (A, B) shared across channels; None = H
-    "dt_min": (_NUM, 0.001),                   # log dt ~ U[log dt_min, log dt_max]
-    "dt_max": (_NUM, 0.1),
-    "lr": (_NUM, 0.001),                       # learning rate of dt, A, B (weight decay 0)
-    "lr_C": ((float, int, _NONE), None),       # learning rate of C (weight decay 0); None = global group
+    "channels": (Range(1, integer=True), 1),   # output copies: core output has channels * H features
+    "n_ssm": (Range(1, integer=True, none=True), None),  # copies of (A, B) shared across channels; None = H
+    "dt_min": (Range(0, lo_open=True), 0.001),  # log dt ~ U[log dt_min, log dt_max]
+    "dt_max": (Range(0, lo_open=True), 0.1),
+    "lr": (Range(0), 0.001),                   # learning rate of dt, A, B (weight decay 0)
+    "lr_C": (Range(0, none=True), None),       # learning rate of C (weight decay 0); None = global group
     "trainable_B": ((True, False), True),      # False: B is a buffer (no gradient, not optimised)
     "real_transform": (TRANSFORMS, "exp"),     # A = -f(a_re) + i g(a_im)
     "seed": ((int, _NONE), None),              # init seed (None: drawn from torch's RNG)
@@ -39,7 +41,7 @@ _DIAG = {
     "real_scale": (_NUM, 1.0),
     "imag_scale": (_NUM, 1.0),
     "B_init": (("auto", "ones", "random"), "auto"),  # auto: HiPPO's B for legs, else ones
-    "block": ((int, _NONE), None),             # Vandermonde block length (None: automatic)
+    "block": (Range(1, integer=True, none=True), None),  # Vandermonde block length (None: automatic)
 }
 
 CORE_OPTIONS: dict[str, dict[str, tuple]] = {
@@ -69,7 +71,9 @@ def resolve(core: str, options: dict) -> dict:
         if k not in table:
             raise UserError(f"unknown option {k!r} for core {core!r}; valid: {', '.join(table)}")
         valid = table[k][0]
-        if _is_types(valid):
+        if isinstance(valid, Range):
+            check(f"model.{k}", v, valid)
+        elif _is_types(valid):
             types = valid if isinstance(valid, tuple) else (valid,)
             if isinstance(v, bool) or not isinstance(v, types):
                 names = ", ".join("None" if t is _NONE else t.__name__ for t in types)

@@ -106,7 +106,8 @@ class BlockDiagonalLinear(torch.autograd.Function):
       not. The weight gradient is the diagonal blocks of z^T g: member k's block holds only
       member k's numbers (the off-diagonal blocks, where members meet, are dropped).
 
-    For finite values every result is the plain GEMM's, bitwise. The guards are elementwise ops
+    For finite values every result is the plain GEMM's to float rounding (the weight gradient is
+    z^T g, autograd's g^T z: a BLAS may sum them in other orders). The guards are elementwise ops
     and small reductions, which torch.compile fuses into the neighbouring kernels for the most part
     (the packed tail is compiled on a GPU); eager on the CPU they are skipped when a tensor's sum
     shows it finite (``_finite_on_host``).

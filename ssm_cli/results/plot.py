@@ -8,24 +8,26 @@ from pathlib import Path
 from ssm_cli.results.table import load_records
 
 
-def plot_curves(runs_dir: Path, out_dir: Path | None = None, metric: str = "val_acc") -> list[Path]:
-    """One PNG per (ablation, dataset) under ``out_dir`` (default: ``runs_dir``); returns the paths."""
+def plot_curves(runs_dir: Path, out_dir: Path | None = None, metric: str = "val_acc",
+                unreadable: list | None = None) -> list[Path]:
+    """One PNG per (ablation, dataset) under ``out_dir`` (default: ``runs_dir``); returns the paths.
+    Unreadable records are left out and added to ``unreadable`` (``table.load_records``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in load_records(runs_dir) if r.get("epochs")]
+    records = [r for r in load_records(runs_dir, unreadable) if isinstance(r.get("epochs"), list)]
     by_panel: dict[tuple, dict[str, list[list[float]]]] = {}
     order: dict[tuple, dict[str, int]] = {}
     for r in records:
         key = (r.get("ablation"), r.get("dataset"))
-        curve = [m.get(metric) for m in r["epochs"]]
+        curve = [m.get(metric) if isinstance(m, dict) else None for m in r["epochs"]]
         # a curve only where every epoch has the metric: with trainer.test_at=best the test sets'
         # metrics are in the best epoch's entry alone
         if curve and None not in curve:
-            by_panel.setdefault(key, {}).setdefault(r["variant"], []).append(curve)
-            order.setdefault(key, {})[r["variant"]] = r.get("variant_index", 0)
+            by_panel.setdefault(key, {}).setdefault(r.get("variant"), []).append(curve)
+            order.setdefault(key, {})[r.get("variant")] = r.get("variant_index", 0)
     out_dir = Path(out_dir or runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -13,22 +13,29 @@ import statistics
 from pathlib import Path
 
 from ssm_cli.errors import UserError
-from ssm_cli.train.record import RECORD
+from ssm_cli.train.record import RECORD, UnreadableRecord, load_record
 
 FORMATS = ("rich", "md", "csv", "latex", "json")
 COLUMNS = ("ablation", "dataset", "variant", "metric", "mean", "std", "n", "paper", "diff", "flags")
 
 
-def load_records(runs_dir: Path) -> list[dict]:
+def load_records(runs_dir: Path, unreadable: list | None = None) -> list[dict]:
+    """Every run record under ``runs_dir``. A ``record.json`` that is not a JSON object is left out
+    and, with ``unreadable`` given, appended to it as an ``UnreadableRecord`` (path and reason):
+    callers list them, never drop them silently."""
     runs_dir = Path(runs_dir)
     if not runs_dir.exists():
         raise UserError(f"no runs folder {str(runs_dir)!r}; run `ssm run ...` first or name the folder holding the runs")
     records = []
     for path in sorted(runs_dir.rglob(RECORD)):
         try:
-            records.append(json.loads(path.read_text()))
-        except json.JSONDecodeError:
+            record = load_record(path)
+        except UnreadableRecord as e:
+            if unreadable is not None:
+                unreadable.append(e)
             continue
+        if record is not None:
+            records.append(record)
     return records
 
 
@@ -38,15 +45,21 @@ def aggregate(records: list[dict]) -> list[dict]:
     for r in records:
         key = (r.get("ablation"), r.get("dataset"), r.get("preset"), r.get("variant"))
         groups.setdefault(key, []).append(r)
+    seeds_of: dict[tuple, set] = {}  # the seeds run by any variant of each (ablation, dataset, preset)
+    for (ablation, dataset, preset, _variant), rs in groups.items():
+        seeds_of.setdefault((ablation, dataset, preset), set()).update(r.get("seed") for r in rs)
     rows = []
     for (ablation, dataset, _preset, variant), rs in groups.items():
-        done = [r for r in rs if r.get("status") == "completed" and r.get("result") is not None]
+        done = [r for r in rs if r.get("status") == "completed" and isinstance(r.get("result"), (int, float))]
         values = [float(r["result"]) for r in done]
         mean = statistics.fmean(values) if values else None
         std = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
         paper = next((r.get("paper") for r in rs if r.get("paper") is not None), None)
-        counts = {s: sum(r.get("status") == s for r in rs) for s in ("diverged", "failed", "running", "pending")}
+        counts = {s: sum(r.get("status") == s for r in rs) for s in ("diverged", "failed", "interrupted", "running", "pending")}
         flags = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        missing = sorted(seeds_of.get((ablation, dataset, _preset), set()) - {r.get("seed") for r in rs}, key=str)
+        if missing:  # seeds that other variants of the ablation ran and this one has no record of
+            flags = ", ".join(filter(None, [flags, f"missing seed{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}"]))
         rows.append({
             "ablation": ablation, "dataset": dataset, "variant": variant,
             "metric": rs[0].get("metric"), "mean": mean, "std": std, "n": len(values), "paper": paper,

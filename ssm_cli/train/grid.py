@@ -3,11 +3,13 @@
 Run directories are deterministic — ``<out_dir>/<ablation>/<dataset>/<variant>/seed<seed>-<hash>``
 with the hash of the resolved config — so rerunning a command finds its earlier runs: completed
 ones are skipped, interrupted ones resume from their checkpoint, failed and diverged ones are
-rerun only with ``retry_failed``.
+rerun only with ``retry_failed``, or, for a run that failed on a corrupt data file, once that file
+has changed.
 """
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,9 +19,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm_cli.config import compose, config_hash, preset_overrides
-from ssm_cli.errors import UserError
+from ssm_cli.errors import Interrupted, UserError
+from ssm_cli.paths import check_writable
 from ssm_cli.trace import trace
-from ssm_cli.train.record import CONFIG, read_record
+from ssm_cli.train.record import CONFIG, data_file_changed, read_record, set_aside_unreadable_record
 
 SINGLE = "single"  # the ablation folder of runs made without an ablation
 
@@ -54,6 +57,7 @@ def effective_seeds(cfg: DictConfig) -> list[int]:
 def plan(overrides: list[str]) -> list[PlannedRun]:
     """Every run of the command, composed and validated (nothing runs if any variant is invalid)."""
     base = compose(overrides)
+    check_writable(Path(base.out_dir), "out_dir")
     ablation = base.get("ablation")
     if ablation is None:
         variants = [{"name": base.name, "overrides": [], "paper": None}]
@@ -89,8 +93,13 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
 
 
 def prepare(run: PlannedRun) -> None:
-    """Write the run's resolved config (once; an existing one is kept, it has the same hash)."""
+    """Write the run's resolved config (once; an existing one is kept, it has the same hash), and
+    set an unreadable record aside (``record.json.corrupt``): the run gets a new one."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
+    aside = set_aside_unreadable_record(run.run_dir)
+    if aside is not None:
+        print(f"warning: unreadable record of {run.variant} seed {run.seed} kept as {aside}; "
+              f"the run gets a new record", file=sys.stderr, flush=True)
     path = run.run_dir / CONFIG
     if not path.exists():
         tmp = path.with_name(f".{CONFIG}.tmp")
@@ -129,8 +138,19 @@ def reuse(run: PlannedRun, source: Path) -> dict:
 
 
 def todo(runs: list[PlannedRun], retry_failed: bool) -> list[PlannedRun]:
-    skip = {"completed"} if retry_failed else {"completed", "failed", "diverged"}
-    return [r for r in runs if r.status not in skip]
+    """The runs to execute: all but the completed ones, and without ``retry_failed`` but the failed
+    and diverged ones too, except a run that failed on a data file which has changed since."""
+    out = []
+    for r in runs:
+        record = read_record(r.run_dir) or {}
+        status = record.get("status", "new")
+        if status == "completed":
+            continue
+        interrupted = status == "failed" and record.get("error") == "interrupted"  # so recorded by earlier versions
+        if status in ("failed", "diverged") and not (retry_failed or interrupted or data_file_changed(record)):
+            continue
+        out.append(r)
+    return out
 
 
 def start_early(cfg: DictConfig) -> None:
@@ -200,23 +220,42 @@ def run_local(units: list[list[PlannedRun]], jobs: int, on_done) -> None:
     pending = list(units)
     active: list[tuple[subprocess.Popen, list[PlannedRun]]] = []
     slot = 0
-    while pending or active:
-        while pending and len(active) < jobs:
-            unit = pending.pop(0)
-            for r in unit:
-                prepare(r)
-            env = dict(os.environ)
-            if gpu_ids:
-                env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
-            slot += 1
-            log = open(unit[0].run_dir / "stdout.log", "a")
-            p = subprocess.Popen([sys.executable, "-m", "ssm_cli.train.worker", *(str(r.run_dir) for r in unit)],
-                                 env=env, stdout=log, stderr=subprocess.STDOUT)
-            log.close()
-            active.append((p, unit))
-        time.sleep(0.5)
-        for p, unit in list(active):
-            if p.poll() is not None:
-                active.remove((p, unit))
+    try:
+        while pending or active:
+            while pending and len(active) < jobs:
+                unit = pending.pop(0)
                 for r in unit:
-                    on_done(r, read_record(r.run_dir) or {"status": "failed", "error": f"worker exit {p.returncode}"})
+                    prepare(r)
+                env = dict(os.environ)
+                if gpu_ids:
+                    env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
+                slot += 1
+                log = open(unit[0].run_dir / "stdout.log", "a")
+                p = subprocess.Popen([sys.executable, "-m", "ssm_cli.train.worker", *(str(r.run_dir) for r in unit)],
+                                     env=env, stdout=log, stderr=subprocess.STDOUT)
+                log.close()
+                active.append((p, unit))
+            time.sleep(0.5)
+            for p, unit in list(active):
+                if p.poll() is not None:
+                    active.remove((p, unit))
+                    for r in unit:
+                        on_done(r, read_record(r.run_dir) or {"status": "failed", "error": f"worker exit {p.returncode}"})
+    except Interrupted:
+        stop_workers([p for p, _ in active])
+        raise
+
+
+def stop_workers(procs: list[subprocess.Popen], grace: float = 60.0) -> None:
+    """Ask the workers to stop (SIGTERM: each records its runs as interrupted, resumable) and wait
+    for them; one still running after ``grace`` seconds is killed (its runs resume all the same)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)  # a worker that has SIGINT from the terminal already ignores it
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -9,10 +9,17 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.data.base import DataSpec
-from ssm_cli.errors import UserError
+from ssm_cli.values import Range, check
 
-BACKBONE_CHOICES = {
+# The valid values of the backbone's keys (ssm_cli.values); the cores' are in ssm_cli.layers.options.
+BACKBONE_VALID = {
+    "d_model": Range(1, integer=True),
+    "n_layers": Range(1, integer=True),
+    "d_state": Range(1, integer=True),
     "norm": ("layer", "batch"),
+    "prenorm": (True, False),
+    "dropout": Range(0, 1, hi_open=True),
+    "tie_dropout": (True, False),
     "final_act": ("identity", "gelu", "glu"),
     "pool": ("mean", "last"),
     "activation": ("gelu",),
@@ -34,12 +41,9 @@ def check_model_config(model_cfg: DictConfig) -> None:
     from ssm_cli.layers import build
 
     backbone, core_options = split_model_config(model_cfg)
-    for key, valid in BACKBONE_CHOICES.items():
-        if key in backbone and backbone[key] not in valid:
-            raise UserError(f"invalid value {backbone[key]!r} for model.{key}; valid: {', '.join(valid)}")
-    for key in ("d_model", "n_layers", "d_state"):
-        if not isinstance(backbone.get(key), int) or backbone[key] < 1:
-            raise UserError(f"model.{key} must be a positive integer, got {backbone.get(key)!r}")
+    for key, valid in BACKBONE_VALID.items():
+        if key in backbone or key in ("d_model", "n_layers", "d_state"):
+            check(f"model.{key}", backbone.get(key), valid)
     # Building one core runs exactly the checks the real model's will (unknown option, bad value).
     build(backbone["core"], d_model=backbone["d_model"], d_state=backbone["d_state"], **core_options)
 

@@ -2,7 +2,9 @@
 
 Written atomically (temp file + rename) after every epoch, so a reader, or a run resumed after
 ``kill -9``, never sees half a record. Statuses: ``pending`` (config written, not started),
-``running``, ``completed``, ``failed``, ``diverged``.
+``running``, ``interrupted`` (stopped by SIGINT/SIGTERM; resumes like ``running`` after kill -9),
+``completed``, ``failed``, ``diverged``. Records and checkpoints are readable by the group and
+others as far as the user's umask allows (0644 under the usual 022), as any file the user writes.
 """
 from __future__ import annotations
 
@@ -19,12 +21,26 @@ from typing import Iterator
 RECORD = "record.json"
 CONFIG = "config.yaml"
 CHECKPOINT = "last.ckpt"
-STATUSES = ("pending", "running", "completed", "failed", "diverged")
+STATUSES = ("pending", "running", "interrupted", "completed", "failed", "diverged")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask (0644 under the usual 022)."""
+    return 0o666 & ~_umask()
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename, with the mode a
+    plain ``open()`` would give (``mkstemp``'s own is 0600: colleagues could not read records)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, default_mode())
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1, default=str)
         f.flush()
@@ -39,12 +55,98 @@ def best_epoch(history: list[dict], task: str) -> dict | None:
     return max(scored, key=lambda m: (sign * m[key], -m["epoch"])) if scored else None
 
 
-def read_record(run_dir: Path) -> dict | None:
-    """The record of a run, or None if it has none (or an unreadable one)."""
+class UnreadableRecord(Exception):
+    """A ``record.json`` that exists but is not a JSON object (truncated, garbage, ``[]``...)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+def load_record(path: Path) -> dict | None:
+    """The record in the file ``path``; None if there is none; UnreadableRecord if it is not a
+    JSON object."""
     try:
-        return json.loads((Path(run_dir) / RECORD).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        text = Path(path).read_text()
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UnreadableRecord(path, f"cannot be read ({type(e).__name__}: {e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UnreadableRecord(path, f"not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UnreadableRecord(path, f"a JSON {type(data).__name__}, not a run record (an object)")
+    return data
+
+
+def read_record(run_dir: Path) -> dict | None:
+    """The record of a run, or None if it has none or an unreadable one (a run with an unreadable
+    record is run again: ``set_aside_unreadable_record`` keeps the bad file)."""
+    try:
+        return load_record(Path(run_dir) / RECORD)
+    except UnreadableRecord:
+        return None
+
+
+def set_aside_unreadable_record(run_dir: Path) -> Path | None:
+    """Rename an unreadable ``record.json`` to ``record.json.corrupt`` (returned), so the run
+    starts a new record and the bad file stays for inspection; None if the record is readable."""
+    path = Path(run_dir) / RECORD
+    try:
+        load_record(path)
+        return None
+    except UnreadableRecord:
+        aside = path.with_name(RECORD + ".corrupt")
+        os.replace(path, aside)
+        return aside
+
+
+def set_aside_corrupt_checkpoint(ckpt: Path) -> dict | None:
+    """If the checkpoint ``ckpt`` exists but cannot be loaded (truncated, overwritten, ...), rename
+    it to ``<name>.corrupt`` and say so on stderr: the run then starts again from scratch instead of
+    failing at every attempt. Returns what happened (for the record), None if there was nothing to
+    do. Loading costs a read of the file, small beside the run it saves."""
+    import sys
+
+    import torch
+
+    ckpt = Path(ckpt)
+    if not ckpt.exists():
+        return None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or "state_dict" not in state:
+            raise ValueError("not a Lightning checkpoint (no state_dict)")
+        return None
+    except Exception as e:  # noqa: BLE001 - any way a file fails to load: EOFError, UnpicklingError, zip errors
+        reason = f"{type(e).__name__}: {e}".strip()
+    aside = ckpt.with_name(ckpt.name + ".corrupt")
+    os.replace(ckpt, aside)
+    print(f"warning: checkpoint {ckpt} cannot be read ({reason}); kept as {aside.name}, "
+          f"the run starts again from scratch", file=sys.stderr, flush=True)
+    return {"corrupt_checkpoint": str(aside), "reason": reason}
+
+
+def file_state(path) -> dict:
+    """Path, size and modification time of a data file (size None if it is gone): a failed run's
+    record keeps it, and a rerun retries the run once it differs (``data_file_changed``)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    except OSError:
+        return {"path": str(path), "size": None, "mtime_ns": None}
+
+
+def data_file_changed(record: dict) -> bool:
+    """Whether the data file a run failed on (``record["data_file"]``) has changed since (edited,
+    replaced or removed); False for a run that did not fail on a data file."""
+    saved = record.get("data_file")
+    if not isinstance(saved, dict) or not saved.get("path"):
+        return False
+    return file_state(saved["path"]) != saved
 
 
 @contextmanager

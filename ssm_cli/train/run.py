@@ -19,9 +19,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ssm_cli.errors import UserError
-from ssm_cli.train.record import (CHECKPOINT, CONFIG, best_epoch, environment, read_record, run_lock,
-                                  write_json_atomic)
+from ssm_cli.errors import DataFileError, Interrupted, UserError
+from ssm_cli.train.record import (CHECKPOINT, CONFIG, best_epoch, environment, file_state, read_record, run_lock,
+                                  set_aside_corrupt_checkpoint, write_json_atomic)
 
 
 def resolve_device(cfg: DictConfig) -> torch.device:
@@ -186,9 +186,12 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     # configs written before trainer.test_at existed: every set every epoch, as those runs began
     test_at = cfg.trainer.get("test_at", "every")
     env = environment()  # once per fit: a git subprocess and the device's name, not one per member
+    corrupt = set_aside_corrupt_checkpoint(ckpt)
     for r in records:
         r.update(status="running", attempts=r.get("attempts", 0) + 1, environment=dict(env),
-                 error=None, diverged_step=None, test_at=test_at)
+                 error=None, diverged_step=None, test_at=test_at, data_file=None, traceback=None)
+        if corrupt:  # starts again from scratch: what the record showed of the lost epochs goes
+            r.update(epochs=[], best=None, best_epoch=None, result=None, restarted=corrupt)
     for d, r in zip(run_dirs, records):
         write_json_atomic(d / "record.json", r)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
@@ -260,13 +263,17 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         for k, r in enumerate(records):
             step = diverged.get(k, e.step)
             r.update(status="diverged", diverged_step=step, error=f"loss is not finite at step {step}")
+    except DataFileError as e:  # a corrupt data file: failed, retried once the file changes (grid.todo)
+        for r in records:
+            r.update(status="failed", error=str(e), data_file=file_state(e.path))
+        raise
     except UserError:  # bad input (e.g. data missing): not the run's fault, so it stays pending
         for r in records:
             r.update(status="pending")
         raise
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt, SystemExit):  # SIGINT/SIGTERM: resumable, never failed
         for r in records:
-            r.update(status="failed", error="interrupted")
+            r.update(status="interrupted", error=None)
         raise
     except Exception as e:  # the grid goes on; the record keeps the traceback
         for r in records:

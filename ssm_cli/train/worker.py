@@ -7,22 +7,29 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ssm_cli.errors import UserError
+from ssm_cli.errors import Interrupted, UserError
+from ssm_cli.interrupts import exit_code, signals_raise
 from ssm_cli.trace import trace
 from ssm_cli.train.grid import start_early
 from ssm_cli.train.record import CONFIG
 
 
 def main(run_dirs: list[Path]) -> int:
+    """The worker's exit code: 0 all completed, 1 not all, 2 bad input, 128 + signal if interrupted
+    (SIGINT or SIGTERM: the runs are recorded as interrupted and resume on the next ``ssm run``)."""
     try:
-        start_early(OmegaConf.load(run_dirs[0] / CONFIG))  # a pack's members share their data
-        from ssm_cli.train.run import execute_pack
+        with signals_raise():
+            start_early(OmegaConf.load(run_dirs[0] / CONFIG))  # a pack's members share their data
+            from ssm_cli.train.run import execute_pack
 
-        trace("training code imported (Lightning)")
-        records = execute_pack(run_dirs, progress=False)
+            trace("training code imported (Lightning)")
+            records = execute_pack(run_dirs, progress=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"interrupted (signal {e.signum}); the run resumes on the next `ssm run`", file=sys.stderr)
+        return exit_code(e.signum)
     return 0 if all(r.get("status") in ("completed", "locked") for r in records) else 1
 
 

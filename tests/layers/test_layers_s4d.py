@@ -15,6 +15,7 @@ from ssm_cli.errors import UserError  # noqa: E402
 from ssm_cli.layers import CORE_OPTIONS, build  # noqa: E402
 from ssm_cli.layers.hippo import normal_part  # noqa: E402
 from ssm_cli.layers.kernel import vandermonde, vandermonde_reference  # noqa: E402
+from ssm_cli.values import Range, accepts  # noqa: E402
 
 INITS = ("inv", "lin", "legs", "real", "rand", "ptd")
 DISCS = ("zoh", "bilinear", "dss")
@@ -268,6 +269,9 @@ def test_build_rejects_bad_options():
         build("s4d", 4, 8, disc="euler")
     for core, table in CORE_OPTIONS.items():
         for opt, (valid, default) in table.items():
+            if isinstance(valid, Range):  # a number's range: the default is inside it
+                assert accepts(valid, default), (core, opt)
+                continue
             assert default is None or isinstance(valid, type) or default in valid or isinstance(default, valid), (core, opt)
 
 

@@ -61,8 +61,8 @@ def test_variant_overrides_apply(tmp_path):
     (["model.norm=group"], "valid: layer, batch"),
     (["trainer.precision=8"], "valid: 32-true"),
     (["trainer.test_at=last"], "invalid value 'last' for trainer.test_at; valid: best, every"),
-    (["seeds=abc"], "seeds must be a list"),
-    (["model.d_state=0"], "positive integer"),
+    (["seeds=abc"], "invalid value 'abc' for seeds; valid: a non-empty list"),
+    (["model.d_state=0"], "invalid value 0 for model.d_state; valid: an integer >= 1"),
     (["dataset=bidmc", "preset=short", "protocol=nope"], "Available options in 'protocol'"),
 ])
 def test_bad_overrides_name_what_is_valid(overrides, needle):

@@ -71,6 +71,9 @@ def test_nan_loss_marks_run_diverged_and_grid_goes_on(ssm, tmp_path):
     # without --retry-failed they are skipped; with it they run again
     again = ssm("run", "ablation=disc", "seeds=[0]", f"out_dir={out}", *SMOKE, "dataset.options.noise=inf", check=False)
     assert "0 to run" in again.stdout
+    # the grid is not complete: exit 1 and the line naming what is left and how to finish it
+    assert again.returncode == 1 and "grid not complete: 0 of 2 run(s) completed; 2 diverged" in again.stderr
+    assert "--retry-failed" in again.stderr
     retry = ssm("run", "ablation=disc", "seeds=[0]", f"out_dir={out}", *SMOKE, "dataset.options.noise=inf", "--retry-failed", check=False)
     assert "2 to run" in retry.stdout
     assert all(r["attempts"] == 2 for r in records(out))

@@ -67,7 +67,7 @@ def test_packs_group_by_seed_and_respect_the_size(tmp_path):
 
 def test_bad_pack_size_exits_2(ssm, tmp_path):
     p = ssm("run", "launcher.pack=0", f"out_dir={tmp_path / 'r'}", check=False)
-    assert p.returncode == 2 and "launcher.pack must be a positive integer" in p.stderr
+    assert p.returncode == 2 and "invalid value 0 for launcher.pack; valid: an integer >= 1" in p.stderr
 
 
 def _kill_mid_pack(tmp_path, out):
