@@ -111,7 +111,7 @@ class DPLRSSM(SSMCore):
         """C~ = C (I - Abar^L) for C (dC, H, M) complex (the kept modes; their conjugates implied),
         with the current dt, Lambda, P, B; computed in complex128. Returns (dC, H, M) complex128."""
         Abar = self._dense_system(torch.complex128)[0]  # (H N N)
-        I = torch.eye(Abar.shape[-1], dtype=Abar.dtype)
+        I = torch.eye(Abar.shape[-1], dtype=Abar.dtype, device=Abar.device)
         G = I - torch.linalg.matrix_power(Abar, L)  # (H N N)
         C = C.to(torch.complex128)
         Cf = torch.cat([C, C.conj()], -1)  # (dC H N)
