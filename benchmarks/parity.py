@@ -63,6 +63,8 @@ from ssm_cli.layers import param_groups  # noqa: E402
 from ssm_cli.layers.backbone import TiedDropout  # noqa: E402
 
 INITS = ("inv", "lin", "legs", "real", "rand")
+S4 = "s4"  # the variant name of the S4 (DPLR) network: our model=s4, the reference's mode=nplr init=legs
+MODELS = ("s4d", "s4")
 
 # The reference's sCIFAR ablation settings: configs/experiment/cifar/s4-cifar-ablation.yaml over
 # configs/model/s4.yaml, configs/model/layer/s4.yaml (dt_transform softplus, lr of dt/A/B 0.001,
@@ -71,7 +73,8 @@ INITS = ("inv", "lin", "legs", "real", "rand")
 REFERENCE = dict(d_input=3, d_output=10, d_model=128, n_layers=4, d_state=64, dropout=0.1, tie_dropout=True,
                  prenorm=False, bidirectional=True, final_act="id", activation="gelu", disc="zoh",
                  dt_min=0.001, dt_max=0.1, dt_transform="softplus", ssm_lr=0.001, n_ssm=1,
-                 lr=0.01, weight_decay=0.01, betas=(0.9, 0.999), warmup_steps=900, batch_size=50)
+                 lr=0.01, weight_decay=0.01, betas=(0.9, 0.999), warmup_steps=900, batch_size=50,
+                 rank=1, dplr_init="legs")
 
 
 # ---- the two networks ---------------------------------------------------------------------------
@@ -85,17 +88,22 @@ def load_reference(path: str):
 
 
 class ReferenceBlock(nn.Module):
-    """backbones/block.py, post-norm, residual 'R': x -> norm(x + drop(S4Block(x)))."""
+    """backbones/block.py, post-norm, residual 'R': x -> norm(x + drop(S4Block(x))).
+
+    ``init``: an S4D init (kernel mode 'diag', init 'diag-<init>', ZOH) or ``S4``: the S4 ablation's
+    layer (configs/model/layer/s4.yaml: mode 'nplr', init 'legs', rank 1; bilinear)."""
 
     def __init__(self, s4, init: str, r: dict):
         super().__init__()
         H, p = r["d_model"], r["dropout"]
+        kernel = (dict(mode="nplr", init=r["dplr_init"], rank=r["rank"]) if init == S4
+                  else dict(mode="diag", init=f"diag-{init}", disc=r["disc"]))
         self.s4 = s4.S4Block(
             H, dropout=p, tie_dropout=r["tie_dropout"], transposed=False, final_act=r["final_act"],
-            activation=r["activation"], mode="diag", init=f"diag-{init}", d_state=r["d_state"], disc=r["disc"],
+            activation=r["activation"], d_state=r["d_state"],
             bidirectional=r["bidirectional"], n_ssm=r["n_ssm"], dt_min=r["dt_min"], dt_max=r["dt_max"],
             dt_transform=r["dt_transform"], lr={"dt": r["ssm_lr"], "A": r["ssm_lr"], "B": r["ssm_lr"]}, wd=0.0,
-            verbose=False)
+            verbose=False, **kernel)
         if p > 0:  # the pipeline's FFTConv gets no tie_dropout from its S4Block: elementwise dropout
             self.s4.layer.drop = nn.Dropout(p)
         if p > 0:
@@ -128,14 +136,26 @@ class ReferenceNetwork(nn.Module):
         """Per block: the real kernel (directions*channels, H, L)."""
         return [b.s4.layer.kernel(L=L)[0] for b in self.blocks]
 
+    def attune(self, L: int) -> None:
+        """S4 (DPLR): mark each kernel's C as C~ for length L already. The reference keeps C until
+        its first forward, then replaces it in place by C~ = C (I - Abar^L) (``_setup_C``) and
+        computes kernels at that length; ours stores C~ from the start, so after copying ours the
+        reference must not convert again."""
+        for b in self.blocks:
+            k = b.s4.layer.kernel
+            if hasattr(k, "l_kernel"):
+                k.l_kernel.fill_(L)
+
 
 def build_ours(init: str, overrides: list[str] = ()):
-    """Our sCIFAR network as ``ssm run dataset=scifar preset=short model.init=<init>`` builds it."""
+    """Our sCIFAR network as ``ssm run dataset=scifar preset=short model.init=<init>`` builds it
+    (``init`` = ``S4``: ``model=s4``, the S4 (DPLR) network)."""
     from ssm_cli.config import compose
     from ssm_cli.data.base import DataSpec
     from ssm_cli.train.model import build_model
 
-    cfg = compose(["dataset=scifar", "preset=short", f"model.init={init}", *overrides])
+    choice = "model=s4" if init == S4 else f"model.init={init}"
+    cfg = compose(["dataset=scifar", "preset=short", choice, *overrides])
     spec = DataSpec(name="scifar", seq_len=1024, d_input=3, d_output=10)
     return build_model(cfg.model, spec), cfg
 
@@ -181,7 +201,11 @@ def parameter_map(ours: nn.Module, ref: nn.Module) -> list[ParamMap]:
                      note="Im A = +g(raw) ours, -g(raw) reference: A conjugated"),
             ParamMap(o + "core.B", r + "s4.layer.kernel.B", _conj_pairs, note="conjugated (A is)"),
             ParamMap(o + "core.C", r + "s4.layer.kernel.C", _conj_pairs,
-                     note="conjugated (A is); rows: forward, backward kernel"),
+                     note="conjugated (A is); rows: forward, backward kernel"
+                          + ("; C~ (ours stores it; the reference after its first forward)"
+                             if hasattr(ours.blocks[i].core, "P") else "")),
+            *([ParamMap(o + "core.P", r + "s4.layer.kernel.P", _conj_pairs,
+                        note="low-rank factor, conjugated (A is)")] if hasattr(ours.blocks[i].core, "P") else []),
             ParamMap(o + "core.D", r + "s4.layer.D"),
             ParamMap(o + "out.weight", r + "s4.output_linear.0.weight"),
             ParamMap(o + "out.bias", r + "s4.output_linear.0.bias"),
@@ -400,28 +424,61 @@ def compare_init(ours: nn.Module, ref: nn.Module, init: str, tol: float) -> list
                  "note": "random imaginary parts: equal in law only" if rand else ""})
     B_o = torch.view_as_complex(core.B.contiguous()).conj().gather(-1, io)
     B_r = torch.view_as_complex(k.B.contiguous())[0].gather(-1, ir)
-    e = rel_err(torch.view_as_real(B_o).abs(), torch.view_as_real(B_r).abs())
-    rows.append({"what": "B (n_ssm, N/2), up to sign", "rel_err": e, "agree": e <= tol, "note": ""})
-    dt_o = core.log_dt if core.dt_transform == "exp" else F.softplus(core.log_dt)
-    dt_o = dt_o.exp() if core.dt_transform == "exp" else dt_o
+    if hasattr(core, "P"):
+        # S4: eigenvectors of a complex spectrum, each up to a phase; the clip of Im B acts in the
+        # phase each implementation's eigh returns, so compare B and P as given (same LAPACK call)
+        # and up to phase (|.|)
+        P_o = torch.view_as_complex(core.P.contiguous()).conj().gather(-1, io[None].expand(core.P.shape[0], -1, -1))
+        P_r = torch.view_as_complex(k.P.contiguous()).gather(-1, ir[None].expand(k.P.shape[0], -1, -1))
+        for what, o_, r_ in (("B", B_o, B_r), ("P", P_o, P_r)):
+            e_abs, e = rel_err(o_.abs(), r_.abs()), rel_err(o_, r_)
+            rows.append({"what": f"{what} (n_ssm, N/2), |{what}|", "rel_err": e_abs, "agree": e_abs <= tol,
+                         "note": f"as given: rel err {e:.1e}"})
+    else:
+        e = rel_err(torch.view_as_real(B_o).abs(), torch.view_as_real(B_r).abs())
+        rows.append({"what": "B (n_ssm, N/2), up to sign", "rel_err": e, "agree": e <= tol, "note": ""})
+    dt_o = core.log_dt.exp() if core.dt_transform == "exp" else F.softplus(core.log_dt)
     rows.append({"what": "dt range", "ours": [float(dt_o.min()), float(dt_o.max())],
                  "agree": bool(dt_o.min() >= REFERENCE["dt_min"] * 0.999 and dt_o.max() <= REFERENCE["dt_max"] * 1.001),
                  "note": "log-uniform in [dt_min, dt_max] both"})
     return rows
 
 
+@torch.no_grad()
+def compare_c_tilde(ours: nn.Module, ref: nn.Module, L: int, tol: float, seed: int) -> list[dict]:
+    """S4: C~ = C (I - Abar^L) both ways, block 0, after the weight copy. A fresh complex normal C
+    goes into ours' ``c_tilde`` and, conjugated, into a copy of the reference kernel reset to
+    'no length yet', whose first forward replaces C by C~ in place (``_setup_C``)."""
+    core = ours.blocks[0].core
+    if not hasattr(core, "c_tilde"):
+        return []
+    k = copy.deepcopy(ref.blocks[0].s4.layer.kernel)
+    g = torch.Generator().manual_seed(seed)
+    C = torch.randn(core.C.shape[:-1], dtype=torch.complex64, generator=g)  # (dC H M)
+    ours_t = core.c_tilde(C, L)  # (dC H M)
+    k.C.copy_(_conj_pairs(torch.view_as_real(C)).reshape(k.C.shape))
+    k.l_kernel.fill_(0)
+    k(L=L)  # the reference's first forward at length L: C -> C~ in place
+    ref_t = torch.view_as_complex(k.C.contiguous()).conj()  # (dC H M)
+    e = rel_err(ours_t, ref_t)
+    return [{"what": f"C~ = C (I - Abar^L), L = {L}", "rel_err": e, "agree": e <= tol,
+             "note": "ours: c_tilde; the reference: _setup_C at its first forward"}]
+
+
 def check_init(s4, init: str, a) -> dict:
     torch.manual_seed(a.seed)
     ours, cfg = build_ours(init, a.override)
     ref = ReferenceNetwork(s4, init)
-    res = {"init": init}
+    res = {"init": init if init != S4 else "s4 (S4, DPLR, HiPPO-LegS)"}
     res["init_rows"] = compare_init(ours, ref, init, a.tol)
     maps = parameter_map(ours, ref)
     res["optimizer"] = compare_hparams(ours, ref, maps, cfg)
     g = torch.Generator().manual_seed(a.seed)
     x = torch.randn(a.batch, a.L, REFERENCE["d_input"], generator=g)
     y = torch.randint(0, REFERENCE["d_output"], (a.batch,), generator=g)
+    ref.attune(a.L)  # S4: the copied C is C~ at length L (no-op for S4D)
     res.update(compare_networks(ours, ref, maps, x, y, a.tol, (our_kernels, lambda m, L: m.kernels(L)), a.seed))
+    res["init_rows"] += compare_c_tilde(ours, ref, a.L, a.tol, a.seed)
     res["ok"] = (res["ok"] and all(r["agree"] for r in res["optimizer"])
                  and all(r["agree"] is not False for r in res["init_rows"]))
     return res
@@ -550,8 +607,11 @@ def file_sha256(path: str) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--reference", default=".ref/s4.py", help="path of the reference s4.py (state-spaces/s4)")
+    p.add_argument("--model", nargs="*", default=None, choices=MODELS,
+                   help="networks to check: s4d (the S4D inits of --init) and/or s4 (the S4 (DPLR) network, "
+                        "our model=s4); default: both, or s4d alone when --init is given")
     p.add_argument("--init", nargs="*", default=None, help=f"S4D inits to check (default all: {' '.join(INITS)}); "
-                   "with --train exactly one")
+                   "with --train exactly one network (one init, or --model s4)")
     p.add_argument("--override", nargs="*", default=[], help="extra overrides of our config (Hydra syntax)")
     p.add_argument("--batch", type=int, default=3, help="check: batch of random inputs")
     p.add_argument("--L", type=int, default=96, help="check: sequence length (must differ from the feature sizes)")
@@ -574,17 +634,19 @@ def main(argv=None) -> int:
         print(f"error: reference file {a.reference!r} not found; pass --reference PATH (state-spaces/s4 "
               "models/s4/s4.py)", file=sys.stderr)
         return 2
+    models = a.model or (["s4d"] if a.init else list(MODELS))
     inits = a.init or list(INITS)
     bad = [i for i in inits if i not in INITS]
     if bad:
         print(f"error: unknown init {bad[0]!r}; valid: {', '.join(INITS)}", file=sys.stderr)
         return 2
+    inits = (inits if "s4d" in models else []) + ([S4] if S4 in models else [])
     s4 = load_reference(a.reference)
     meta = {"reference": os.path.abspath(a.reference), "reference_sha256": file_sha256(a.reference),
             "torch": torch.__version__, "python": platform.python_version(), "args": vars(a)}
     if a.train:
         if len(inits) != 1:
-            print("error: --train takes exactly one --init", file=sys.stderr)
+            print("error: --train takes exactly one network: one --init, or --model s4", file=sys.stderr)
             return 2
         a.init = inits[0]
         out = {**meta, **train_reference(s4, a)}
@@ -598,7 +660,7 @@ def main(argv=None) -> int:
         for r in results:
             print_report(r)
         ok = all(r["ok"] for r in results)
-        print(f"\n{'PARITY' if ok else 'DIFFERENCES FOUND'} for inits {', '.join(inits)} "
+        print(f"\n{'PARITY' if ok else 'DIFFERENCES FOUND'} for {', '.join(r['init'] for r in results)} "
               f"({time.perf_counter() - t0:.1f} s, tolerance {a.tol:g})")
         out = {**meta, "ok": ok, "results": results}
         status = 0 if ok else 1

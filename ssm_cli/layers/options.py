@@ -51,7 +51,12 @@ CORE_OPTIONS: dict[str, dict[str, tuple]] = {
             "init": (DIAG_INITS, "legs"),
             "trainable_B": ((True, False), False),
             "B_init": (("auto", "ones", "random"), "ones")},
-    "s4": {**_COMMON, "init": (MEASURES, "legs")},
+    "s4": {**_COMMON,
+           "init": (MEASURES, "legs"),
+           "dt_transform": (("exp", "softplus"), "exp"),  # dt = f(log_dt); softplus: the reference pipeline's
+           "B_clip": ((float, int, _NONE), None),        # |Im B| bound after the projection (reference: 2.0)
+           "C_init": (("C", "C_tilde"), "C_tilde"),      # C: C ~ N, C~ = C (I - Abar^l_max) (reference)
+           "l_max": ((int, _NONE), None)},               # length of the stored C~ (model.l_max null: the data's)
 }
 
 

@@ -4,13 +4,16 @@ State: the N-dimensional HiPPO system (LegS, LegT or FouT) in the eigenbasis of 
 stored as M = N/2 modes plus their conjugates:
     A = diag(Lambda) - P P^*   (full: Lambda_f = [Lambda, conj Lambda], P_f = [P, conj P], rank r)
 Bilinear discretisation. Parameters (S = n_ssm copies, C = channels, d = 2 if bidirectional):
-  log_dt (H,)            tagged lr, wd 0
+  log_dt (H,)            dt = exp(log_dt) or softplus(log_dt) (dt_transform)   tagged lr, wd 0
   A_real, A_imag (S, M)  Lambda = -f(A_real) + i A_imag                      tagged lr, wd 0
   P (r, S, M, 2)         low-rank factor                                     tagged lr, wd 0
-  B (S, M, 2)            buffer if not trainable_B                           tagged lr, wd 0
+  B (S, M, 2)            V^* B_hippo, Im B clipped to [-B_clip, B_clip]; buffer if not
+                         trainable_B                                         tagged lr, wd 0
   C (dC, H, M, 2)        forward (and backward) C, sharing dt, A, B; trained as
                          C~ = C (I - Abar^L) (the S4 paper's choice: the kernel of length
-                         L needs no power of Abar); global lr unless lr_C is set
+                         L needs no power of Abar); global lr unless lr_C is set. C_init "C":
+                         C is complex normal and C~ = C (I - Abar^l_max) with the initial
+                         dt, A, P, B (the reference's); "C_tilde": C~ itself complex normal
   D (C, H)
 
 Kernel (the S4 algorithm): with a = (2/dt)(1 - w), b = 1 + w at w_k = exp(-2 pi i k / L),
@@ -47,24 +50,43 @@ class DPLRSSM(SSMCore):
         trainable_B (True), bidirectional (False), channels (1), n_ssm (None = H),
         dt_min, dt_max (0.001, 0.1), lr (0.001: dt, Lambda, P, B with wd 0), lr_C (None = global),
         seed (None): as for the S4D core.
+        dt_transform: exp | softplus (default exp): dt = f(log_dt); the same initial dt either way.
+        B_clip (None): Im B clipped to [-B_clip, B_clip] after the projection on the eigenvectors
+            (None: unclipped).
+        C_init: C | C_tilde (default C_tilde): which of C and C~ is drawn complex normal; "C"
+            needs l_max, the length whose C~ is stored (the sequence length of the data).
     """
 
     def __init__(self, d_model: int, d_state: int = 64, *, init: str = "legs", real_transform: str = "exp",
                  trainable_B: bool = True, bidirectional: bool = False, channels: int = 1,
                  n_ssm: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1, lr: float = 0.001,
-                 lr_C: float | None = None, seed: int | None = None):
+                 lr_C: float | None = None, seed: int | None = None, dt_transform: str = "exp",
+                 B_clip: float | None = None, C_init: str = "C_tilde", l_max: int | None = None):
         super().__init__()
         self.options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         H, N = d_model, d_state
         S = check_sizes("the S4 core", H, N, channels, n_ssm, dt_min, dt_max)
         self.d_model, self.d_state, self.channels, self.n_ssm = H, N, channels, S
         self.init, self.bidirectional, self.real_transform = init, bidirectional, real_transform
+        if dt_transform not in ("exp", "softplus"):
+            raise UserError(f"unknown dt_transform {dt_transform!r}; valid: exp, softplus")
+        if C_init not in ("C", "C_tilde"):
+            raise UserError(f"unknown C_init {C_init!r}; valid: C, C_tilde")
+        if C_init == "C" and (l_max is None or l_max < 1):
+            raise UserError(f"C_init 'C' needs l_max, the sequence length (a positive integer); got {l_max!r}")
+        if B_clip is not None and B_clip <= 0:
+            raise UserError(f"B_clip must be > 0 or None; got {B_clip!r}")
+        self.dt_transform = dt_transform
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         d, M = (2 if bidirectional else 1), N // 2
         lam, P, B, _ = nplr(init, N)  # (M), (r M), (M)
+        if B_clip is not None:
+            B = B.real + 1j * np.clip(B.imag, -B_clip, B_clip)  # (M)
         self.rank = P.shape[0]
         a_re = inverse(-np.minimum(lam.real, -1e-4), real_transform, "real parts -Re(Lambda)")
-        log_dt = torch.rand(H, generator=gen) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        log_dt = torch.rand(H, generator=gen) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H)
+        if dt_transform == "softplus":  # the same dt, stored as softplus^-1(dt)
+            log_dt = torch.from_numpy(inverse(torch.exp(log_dt).double().numpy(), "softplus")).float()  # (H)
         register(self, "log_dt", log_dt, lr=lr)  # (H)
         register(self, "A_real", torch.tensor(a_re, dtype=torch.float32).repeat(S, 1), lr=lr)  # (S M)
         register(self, "A_imag", torch.tensor(lam.imag, dtype=torch.float32).repeat(S, 1), lr=lr)  # (S M)
@@ -74,7 +96,26 @@ class DPLRSSM(SSMCore):
         register(self, "B", B_t.repeat(S, 1, 1), trainable=trainable_B, lr=lr)  # (S M 2)
         C_t = torch.randn(d * channels, H, M, dtype=torch.complex64, generator=gen)  # (dC H M)
         register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (dC H M 2)
+        if C_init == "C":
+            with torch.no_grad():
+                self.C.copy_(torch.view_as_real(self.c_tilde(C_t, l_max).to(C_t.dtype)))
         self._init_D(gen)
+
+    def dt(self, rate: float = 1.0) -> torch.Tensor:
+        """The step (H,) at ``rate``."""
+        f = torch.exp if self.dt_transform == "exp" else torch.nn.functional.softplus
+        return f(self.log_dt) * rate  # (H)
+
+    @torch.no_grad()
+    def c_tilde(self, C: torch.Tensor, L: int) -> torch.Tensor:
+        """C~ = C (I - Abar^L) for C (dC, H, M) complex (the kept modes; their conjugates implied),
+        with the current dt, Lambda, P, B; computed in complex128. Returns (dC, H, M) complex128."""
+        Abar = self._dense_system(torch.complex128)[0]  # (H N N)
+        I = torch.eye(Abar.shape[-1], dtype=Abar.dtype, device=Abar.device)
+        G = I - torch.linalg.matrix_power(Abar, L)  # (H N N)
+        C = C.to(torch.complex128)
+        Cf = torch.cat([C, C.conj()], -1)  # (dC H N)
+        return torch.einsum("chm,hmn->chn", Cf, G)[..., :C.shape[-1]]  # (dC H M)
 
     # ---- parameters in the full (N-mode) eigenbasis ----------------------------------------
     def eigenvalues(self) -> torch.Tensor:
@@ -95,7 +136,7 @@ class DPLRSSM(SSMCore):
     def kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
         """Real kernel (C, H, L), or (2, C, H, L) = (forward, backward) if bidirectional."""
         lam, P, B, C = self._full()  # (H N), (r H N), (H N), (dC H N)
-        dt = torch.exp(self.log_dt) * rate  # (H)
+        dt = self.dt(rate)  # (H)
         cdt = lam.dtype
         k = torch.arange(L // 2 + 1, dtype=torch.float64, device=lam.device)
         w = torch.exp(-2j * math.pi * k / L).to(cdt)  # (K) roots of unity
@@ -135,16 +176,32 @@ class DPLRSSM(SSMCore):
         With L, C = C~ (I - Abar^L)^-1 (the C whose length-L kernel the convolution uses);
         without L, C~ itself.
         """
-        lam, P, B, C = self._full()
-        A = torch.diag_embed(lam) - torch.einsum("rhi,rhj->hij", P, P.conj())  # (H N N)
-        dt = (torch.exp(self.log_dt) * rate).to(A.dtype)[:, None, None]  # (H 1 1)
-        I = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-        left = I - dt / 2 * A  # (H N N)
-        Abar = torch.linalg.solve(left, I + dt / 2 * A)  # (H N N)
-        Bbar = torch.linalg.solve(left, dt[..., 0] * B)  # (H N)
+        Abar, Bbar, C = self._dense_system(None, rate)
         if L is not None:
+            I = torch.eye(Abar.shape[-1], dtype=Abar.dtype, device=Abar.device)
             G = I - torch.linalg.matrix_power(Abar, L)  # (H N N)
             C = torch.linalg.solve(G.transpose(-1, -2), C.permute(1, 2, 0)).permute(2, 0, 1)  # (C H N): C~ G^-1
+        return Abar, Bbar, C
+
+    def _dense_system(self, cdtype: torch.dtype | None, rate: float = 1.0):
+        """(Abar (H, N, N), Bbar (H, N), C~ (dC, H, N)) of the bilinear system, in ``cdtype``
+        (None: the parameters' complex dtype)."""
+        lam, P, B, C = self._full()
+        if cdtype is not None:
+            lam, P, B, C = (x.to(cdtype) for x in (lam, P, B, C))
+        # A = diag(lam) - sum_r P_r P_r^*; with E = I - dt/2 A = diag(e) + dt/2 sum_r P_r P_r^*,
+        # Abar = E^-1 (I + dt/2 A) = 2 E^-1 - I and Bbar = E^-1 dt B; E^-1 by Woodbury (O(N^2 r)).
+        dt = self.dt(rate).to(lam.dtype)[:, None]  # (H 1)
+        d = 1.0 / (1 - dt / 2 * lam)  # (H N): diag(e)^-1
+        r = P.shape[0]
+        Pd = P * d  # (r H N)
+        M = (2.0 / dt)[..., None] * torch.eye(r, dtype=lam.dtype, device=lam.device) \
+            + torch.einsum("rhn,shn->hrs", P.conj(), Pd)  # (H r r)
+        X = torch.linalg.solve(M, (P.conj() * d).transpose(0, 1))  # (H r N)
+        E_inv = torch.diag_embed(d) - torch.einsum("rhi,hrj->hij", Pd, X)  # (H N N)
+        I = torch.eye(lam.shape[-1], dtype=lam.dtype, device=lam.device)
+        Abar = 2 * E_inv - I  # (H N N)
+        Bbar = torch.einsum("hij,hj->hi", E_inv, dt * B)  # (H N)
         return Abar, Bbar, C
 
     def kernel_reference(self, L: int, rate: float = 1.0) -> torch.Tensor:

@@ -120,3 +120,73 @@ def test_s4_frozen_B_and_options():
         build("s4", 2, 8, init="inv")
     with pytest.raises(UserError, match="unknown option 'disc'"):
         build("s4", 2, 8, disc="zoh")
+
+
+# ---- the reference's defaults (model=s4): dt_transform, B_clip, C_init -------------------------------
+def test_s4_dt_transform_same_initial_dt_and_kernel():
+    a = build("s4", 4, 8, seed=3, dt_transform="exp").double()
+    b = build("s4", 4, 8, seed=3, dt_transform="softplus").double()
+    torch.testing.assert_close(b.dt(), a.dt(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(b.kernel(32), a.kernel(32), rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(b.log_dt, a.log_dt)  # stored as softplus^-1(dt)
+    with pytest.raises(UserError, match="valid: exp, softplus"):
+        build("s4", 2, 8, dt_transform="sigmoid")
+
+
+def test_s4_B_clip():
+    free = build("s4", 2, 64, seed=0)
+    clip = build("s4", 2, 64, seed=0, B_clip=2.0)
+    Bf, Bc = torch.view_as_complex(free.B), torch.view_as_complex(clip.B)
+    assert Bf.imag.abs().max() > 2.5 and Bc.imag.abs().max() <= 2.0 + 1e-6  # the clip binds for LegS, N=64
+    torch.testing.assert_close(Bc.real, Bf.real)
+    keep = Bf.imag.abs() <= 2.0
+    torch.testing.assert_close(Bc.imag[keep], Bf.imag[keep])
+    with pytest.raises(UserError, match="B_clip"):
+        build("s4", 2, 8, B_clip=0.0)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_s4_C_init_C_stores_C_tilde_of_the_drawn_C(measure):
+    """C_init C: the stored C~ = C0 (I - Abar^L); the length-L kernel is then the truncated impulse
+    response of the system with output matrix C0 (the same draw C_init C_tilde stores as is)."""
+    L = 24
+    plain = build("s4", 3, 8, init=measure, seed=5, dt_min=0.01, dt_max=0.3, bidirectional=False).double()
+    core = build("s4", 3, 8, init=measure, seed=5, dt_min=0.01, dt_max=0.3, C_init="C", l_max=L).double()
+    C0 = torch.view_as_complex(plain.C)  # (C H M)
+    torch.testing.assert_close(torch.view_as_complex(core.C), core.c_tilde(C0, L), rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        Abar, Bbar, C0f = plain.dense()  # C0 with its conjugates: (C H N)
+    x, taps = Bbar, []
+    for _ in range(L):
+        taps.append(torch.einsum("chn,hn->ch", C0f, x).real)
+        x = torch.einsum("hij,hj->hi", Abar, x)
+    torch.testing.assert_close(core.kernel(L), torch.stack(taps, -1), rtol=1e-5, atol=1e-6)
+    # the other direction: dense(L) recovers C0 from C~
+    torch.testing.assert_close(core.dense(L)[2][..., :4], C0, rtol=1e-5, atol=1e-6)
+
+
+def test_s4_C_init_needs_l_max_and_build_model_fills_it():
+    with pytest.raises(UserError, match="needs l_max"):
+        build("s4", 2, 8, C_init="C")
+    with pytest.raises(UserError, match="valid: C, C_tilde"):
+        build("s4", 2, 8, C_init="B")
+    from ssm_cli.config import compose
+    from ssm_cli.data.base import DataSpec
+    from ssm_cli.train.model import build_model
+    cfg = compose(["dataset=scifar", "preset=smoke", "model=s4", "model.n_layers=1", "model.d_model=4",
+                   "model.d_state=4"])
+    core = build_model(cfg.model, DataSpec(name="x", seq_len=40, d_input=3, d_output=2)).blocks[0].core
+    o = core.options
+    assert (o["l_max"], o["C_init"], o["dt_transform"], o["B_clip"]) == (40, "C", "softplus", 2.0)
+
+
+def test_s4_reference_defaults_convolution_equals_recurrence():
+    L = 30
+    core = build("s4", 2, 8, seed=1, dt_min=0.01, dt_max=0.3, dt_transform="softplus", B_clip=2.0,
+                 C_init="C", l_max=L).double()
+    u = torch.randn(2, L, 2, dtype=torch.float64)
+    s, ys = core.init_state(2), []
+    for t in range(L):
+        y, s = core.step(u[:, t], s, L=L)
+        ys.append(y)
+    torch.testing.assert_close(core(u), torch.stack(ys, 1), rtol=1e-8, atol=1e-9)

@@ -101,3 +101,53 @@ def test_schedule_and_reference_groups():
     from ssm_cli.layers import param_groups
     ours = {n: (g["lr"], g["weight_decay"]) for g in param_groups(m, 0.01, 0.05) for n in g["param_names"]}
     assert ours == hp
+
+
+# ---- S4 (DPLR): the same logic with the low-rank factor P and C~ --------------------------------------
+def _s4_model(seed=0, sites="reference"):
+    torch.manual_seed(seed)
+    return SequenceModel(3, 4, d_model=8, n_layers=2, d_state=4, dropout=0.2, dropout_sites=sites, core="s4",
+                         core_options={"bidirectional": True, "dt_transform": "softplus", "B_clip": 2.0,
+                                       "C_init": "C", "l_max": 12, "seed": seed})
+
+
+def _s4_conj_maps(model):
+    """The reference's layout: A conjugated (A_imag negated), so B, C and P are conjugated too."""
+    maps = _identity_maps(model)
+    for m in maps:
+        if m.ours.endswith((".B", ".C", ".P")):
+            m.to_ref = parity._conj_pairs
+        if m.ours.endswith(".A_imag"):
+            m.to_ref = torch.neg
+    return maps
+
+
+def test_s4_network_against_itself_agrees():
+    ours, other = _s4_model(0), _s4_model(1)
+    x, y = _data()
+    res = parity.compare_networks(ours, other, _identity_maps(ours), x, y, 1e-6, (_kernels, _kernels))
+    assert res["ok"] and any(r["ours"].endswith("core.P") for r in res["params"])
+    assert len(res["dropout_sites"]) == 6 and res["dropout_replay"]["forward_rel_err"] == 0.0
+
+
+def test_s4_conjugated_copy_agrees_and_a_wrong_P_map_is_found():
+    ours = _s4_model(0)
+    x, y = _data()
+    res = parity.compare_networks(ours, _s4_model(1), _s4_conj_maps(ours), x, y, 1e-5, (_kernels, _kernels))
+    assert res["ok"], [r for r in res["params"] if not r["agree"]]
+    maps = _s4_conj_maps(ours)
+    for m in maps:
+        if m.ours == "blocks.0.core.P":
+            m.to_ref = parity._identity  # P left unconjugated while A is: a different system
+    res = parity.compare_networks(ours, _s4_model(1), maps, x, y, 1e-5, (_kernels, _kernels))
+    assert not res["ok"] and not res["kernels"][0]["agree"] and res["kernels"][1]["agree"]
+    assert not res["forward"]["agree"]
+
+
+def test_s4_reference_groups_include_P():
+    m = _s4_model()
+    hp = parity.reference_hparams(m, 0.01, 0.05)
+    assert hp["blocks.0.core.P"] == (0.001, 0.0) and hp["blocks.0.core.C"] == (0.01, 0.05)
+    from ssm_cli.layers import param_groups
+    ours = {n: (g["lr"], g["weight_decay"]) for g in param_groups(m, 0.01, 0.05) for n in g["param_names"]}
+    assert ours == hp
