@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -56,11 +55,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+for _p in (REPO, os.path.dirname(os.path.abspath(__file__))):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 from ssm_cli.layers import param_groups  # noqa: E402
 from ssm_cli.layers.backbone import TiedDropout  # noqa: E402
+from speed import load_reference  # noqa: E402  (benchmarks/speed.py, imported the same way)
 
 INITS = ("inv", "lin", "legs", "real", "rand")
 S4 = "s4"  # the variant name of the S4 (DPLR) network: our model=s4, the reference's mode=nplr init=legs
@@ -78,15 +79,6 @@ REFERENCE = dict(d_input=3, d_output=10, d_model=128, n_layers=4, d_state=64, dr
 
 
 # ---- the two networks ---------------------------------------------------------------------------
-def load_reference(path: str):
-    """Import the reference ``s4.py`` from ``path`` as module ``s4_reference``."""
-    spec = importlib.util.spec_from_file_location("s4_reference", os.path.abspath(path))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["s4_reference"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 class ReferenceBlock(nn.Module):
     """backbones/block.py, post-norm, residual 'R': x -> norm(x + drop(S4Block(x))).
 
