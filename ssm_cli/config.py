@@ -27,7 +27,7 @@ HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name",
                  "trainer.test_at")  # when the test sets are evaluated, not what the test metric is
 
 # The valid values of every key outside the model (the model's: ssm_cli.train.model.BACKBONE_VALID
-# and ssm_cli.layers.options.CORE_OPTIONS), checked before anything runs: a tuple lists the values,
+# and ssm_cli.layers.registry.CORE_OPTIONS (each core's module)), checked before anything runs: a tuple lists the values,
 # a Range bounds a number (ssm_cli.values). A key a config does not have (e.g. scheduler.gamma
 # without scheduler=step) is not checked.
 _POSITIVE_INT = Range(1, integer=True)

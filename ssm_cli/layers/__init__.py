@@ -11,29 +11,15 @@
     groups = param_groups(model, lr=0.01, weight_decay=0.01); describe_groups(groups)
     sched = cosine_with_warmup(optimizer, warmup_steps, total_steps)
 
-Options, valid values and defaults of every core: ``CORE_OPTIONS`` (options.py).
+Every core is one module under ``cores/`` that registers its name and options
+(``registry.register_core``); ``CORES`` / ``CORE_OPTIONS`` list them (filled once ``cores`` is imported).
 """
 from __future__ import annotations
 
-from .options import CORE_OPTIONS, resolve
-from .s4d import DiagonalSSM
+from .registry import CORE_OPTIONS, CORES, build, register_core, resolve
 
-
-def build(name: str, d_model: int, d_state: int = 64, **options):
-    """Build one SSM core by name (``s4d``, ``dss``, ``s4``); unknown options/values raise UserError."""
-    opts = resolve(name, options)
-    if name == "s4d":
-        return DiagonalSSM(d_model, d_state, **opts)
-    if name == "dss":
-        variant = opts.pop("variant")
-        return DiagonalSSM(d_model, d_state, disc="dss" if variant == "softmax" else "zoh", **opts)
-    if name == "s4":
-        from .s4 import DPLRSSM
-        return DPLRSSM(d_model, d_state, **opts)
-    raise AssertionError(name)
-
-
+from . import cores  # noqa: E402,F401  (registers every core)
 from .backbone import SequenceModel  # noqa: E402
 from .optim import cosine_with_warmup, describe_groups, param_groups  # noqa: E402
 
-__all__ = ["build", "CORE_OPTIONS", "SequenceModel", "param_groups", "describe_groups", "cosine_with_warmup"]
+__all__ = ["build", "register_core", "resolve", "CORES", "CORE_OPTIONS", "SequenceModel", "param_groups", "describe_groups", "cosine_with_warmup"]

@@ -258,7 +258,7 @@ class PackedModel(nn.Module):
     def _kernels(cores: list, L: int, rate: float) -> torch.Tensor:
         """The members' convolution kernels side by side (C, K*H, L'); cores of one ``kernel_kind``
         (e.g. S4D cores that differ only in init) are computed together in one pass."""
-        from .s4d import packed_conv_kernel
+        from .cores.s4d import packed_conv_kernel
 
         runs: list[list] = []  # maximal runs of consecutive cores of one kind, in member order
         for c in cores:

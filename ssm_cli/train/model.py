@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from ssm_cli.data.base import DataSpec
 from ssm_cli.values import Range, check
 
-# The valid values of the backbone's keys (ssm_cli.values); the cores' are in ssm_cli.layers.options.
+# The valid values of the backbone's keys (ssm_cli.values); the cores' are registered with them (ssm_cli.layers.registry).
 BACKBONE_VALID = {
     "d_model": Range(1, integer=True),
     "n_layers": Range(1, integer=True),

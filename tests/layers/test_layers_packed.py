@@ -131,7 +131,7 @@ def test_bidirectional_mismatch_is_refused():
 @pytest.mark.parametrize("channels,n_ssm", [(1, 1), (2, None), (1, 4)])
 def test_packed_conv_kernel_equals_each_cores_kernel(bidirectional, disc, channels, n_ssm):
     from ssm_cli.layers import build
-    from ssm_cli.layers.s4d import packed_conv_kernel
+    from ssm_cli.layers.cores.s4d import packed_conv_kernel
 
     common = dict(disc=disc, bidirectional=bidirectional, channels=channels, n_ssm=n_ssm)
     cores = [build("s4d", 8, 6, init=init, seed=i, **common).double()

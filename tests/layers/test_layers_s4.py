@@ -89,7 +89,7 @@ def test_s4_convolution_equals_recurrence(measure):
 
 
 def test_s4_chunked_kernel_and_gradients():
-    import ssm_cli.layers.s4 as s4
+    import ssm_cli.layers.cores.s4 as s4
     core = build("s4", 4, 8, seed=0)
     L = 4096
     k_one = core.kernel(L)

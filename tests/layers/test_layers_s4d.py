@@ -305,7 +305,7 @@ def test_legs_B_imaginary_part_clipped_as_the_reference():
 
 def test_dt_transform_softplus_same_dt_and_kernel():
     """dt = softplus(raw) stores the same initial dt as exp(raw); the kernels agree, also packed."""
-    from ssm_cli.layers.s4d import packed_conv_kernel
+    from ssm_cli.layers.cores.s4d import packed_conv_kernel
     e = build("s4d", 4, 8, seed=3, bidirectional=True).double()
     s = build("s4d", 4, 8, seed=3, bidirectional=True, dt_transform="softplus").double()
     torch.testing.assert_close(torch.nn.functional.softplus(s.log_dt), torch.exp(e.log_dt), rtol=1e-6, atol=0)

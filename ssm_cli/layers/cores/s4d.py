@@ -19,14 +19,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
-from .base import SSMCore, check_sizes, register
-from .discretize import discretize, dss_scale, zoh_weights
-from .fftconv import two_sided
-from .init import diagonal_init
-from .kernel import vandermonde
-from .ptd import ptd_init
-from .transforms import inverse, transform
+from ...errors import UserError
+from ..base import SSMCore, check_sizes, register
+from ..discretize import discretize, dss_scale, zoh_weights
+from ..fftconv import two_sided
+from ..init import diagonal_init
+from ..kernel import vandermonde
+from ..options import DIAGONAL
+from ..ptd import ptd_init
+from ..registry import register_core
+from ..transforms import inverse, transform
 
 
 def _tile(x: torch.Tensor, H: int) -> torch.Tensor:
@@ -38,10 +40,11 @@ def _tile(x: torch.Tensor, H: int) -> torch.Tensor:
     return x.repeat(H // x.shape[0], 1)  # (H M)
 
 
+@register_core("s4d", options=DIAGONAL, doc="S4D: diagonal SSM, Vandermonde kernel (Gu et al. 2022)")
 class DiagonalSSM(SSMCore):
     """S4D core: u (B, L, H) float -> y (B, L, C*H), the linear SSM with D; no activation.
 
-    Args (all keywords; ``CORE_OPTIONS["s4d"]`` holds the same table):
+    Args (all keywords; ``options.DIAGONAL`` holds the same table):
         d_model: H channels.  d_state: N, the real state size (even; N/2 complex modes).
         init: inv | lin | legs | real | rand | ptd (default inv), see init.py / ptd.py.
         disc: zoh | bilinear | dss (default zoh); dss = ZOH with the DSS softmax normalisation

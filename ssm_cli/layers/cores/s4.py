@@ -31,19 +31,33 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import UserError
-from .base import SSMCore, check_sizes, register
-from .hippo import nplr
-from .transforms import inverse, transform
+from ...errors import UserError
+from ..base import SSMCore, check_sizes, register
+from ..hippo import MEASURES, nplr
+from ..options import COMMON
+from ..registry import register_core
+from ..transforms import inverse, transform
 
 # complex entries of one (H, chunk, N) Cauchy table: small on CPU (cache, RSS), large on GPU (launches)
 _CHUNK_ELEMS = {"cpu": 1 << 20, "cuda": 1 << 23}
 
 
+_NONE = type(None)
+OPTIONS = {
+    **COMMON,
+    "init": (MEASURES, "legs"),
+    "dt_transform": (("exp", "softplus"), "exp"),  # dt = f(log_dt); softplus: the reference pipeline's
+    "B_clip": ((float, int, _NONE), None),        # |Im B| bound after the projection (reference: 2.0)
+    "C_init": (("C", "C_tilde"), "C_tilde"),      # C: C ~ N, C~ = C (I - Abar^l_max) (reference)
+    "l_max": ((int, _NONE), None),                # length of the stored C~ (model.l_max null: the data's)
+}
+
+
+@register_core("s4", options=OPTIONS, doc="S4: diagonal plus low-rank (DPLR) HiPPO SSM, Cauchy kernel (Gu et al. 2022)")
 class DPLRSSM(SSMCore):
     """S4 core: u (B, L, H) float -> y (B, L, C*H), the linear SSM with D; no activation.
 
-    Args (all keywords; ``CORE_OPTIONS["s4"]`` holds the same table):
+    Args (all keywords; ``OPTIONS`` holds the same table):
         d_model: H.  d_state: N (even).  init: legs | legt | fout (default legs), the HiPPO matrix.
         real_transform: exp | relu | sigmoid | softplus | none (default exp) for Re(Lambda)
             (LegT/FouT have Re(Lambda) = 0, stored as -1e-4).
