@@ -13,14 +13,16 @@ from .fftconv import conv, two_sided
 
 
 def register(module: nn.Module, name: str, value: torch.Tensor, trainable: bool = True,
-             lr: float | None = None, weight_decay: float = 0.0) -> None:
-    """Register ``value`` as a parameter (tagged with lr/wd when ``lr`` is given) or, if not trainable, a buffer."""
+             lr: float | None = None, weight_decay: float | None = 0.0) -> None:
+    """Register ``value`` as a parameter (tagged with lr/wd when ``lr`` is given) or, if not trainable, a buffer.
+
+    ``weight_decay=None`` with an ``lr``: the optimizer's global weight decay at that lr."""
     if not trainable:
         module.register_buffer(name, value)
         return
     p = nn.Parameter(value)
     if lr is not None:
-        p._optim = {"lr": float(lr), "weight_decay": float(weight_decay)}
+        p._optim = {"lr": float(lr), "weight_decay": None if weight_decay is None else float(weight_decay)}
     module.register_parameter(name, p)
 
 
@@ -51,6 +53,25 @@ class SSMCore(nn.Module):
     channels: int
     bidirectional: bool
     compile_spectra: bool = False  # FFT convolution's spectral products torch.compile'd (CUDA; fftconv.conv)
+    # Fourier-mode input noise (docs/ptd-s5.md; set by ``set_input_noise``): off while the amplitude is 0
+    noise_amplitude: float = 0.0
+    noise_omega: float = 325.4
+
+    def noise_dt(self) -> torch.Tensor:
+        """The per-channel time step (H,) of the input noise's grid: the core's own Delta."""
+        from .transforms import transform
+        return transform(self.log_dt, getattr(self, "dt_transform", "exp"))  # (H)
+
+    def add_input_noise(self, u: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        """u + a r[b, h] cos(omega t_{l,h}), t_{l,h} = l Delta_h rate, r ~ U(0, 1) per (batch, channel)
+        (the robustness test of the PTD paper); u itself while ``noise_amplitude`` is 0."""
+        if not self.noise_amplitude:
+            return u
+        B_, L, H = u.shape
+        dt = self.noise_dt().detach().to(torch.float64) * rate  # (H)
+        t = torch.arange(L, dtype=torch.float64, device=u.device)[:, None] * dt.to(u.device)  # (L H)
+        r = torch.rand(B_, 1, H, device=u.device, dtype=torch.float64)  # (B 1 H)
+        return u + (self.noise_amplitude * r * torch.cos(self.noise_omega * t)).to(u.dtype)  # (B L H)
 
     def _init_D(self, generator: torch.Generator | None = None) -> None:
         self.D = nn.Parameter(torch.randn(self.channels, self.d_model, generator=generator))  # (C H)
@@ -75,6 +96,11 @@ class SSMCore(nn.Module):
             raise UserError(f"input has {H} features but the core has d_model={self.d_model}")
         dtype = u.dtype
         work = torch.float64 if dtype == torch.float64 else torch.float32
+        u_in = u
+        if self.noise_amplitude:  # the noise enters the SSM's input only, not the residual branch
+            u, residual_out, residual = self.add_input_noise(u, rate), residual, False  # (B L H)
+        else:
+            residual_out = residual
         with torch.autocast(device_type=u.device.type, enabled=False):
             k = self.conv_kernel(L, rate=rate).to(work)  # (C H L) or two-sided (C H 2L)
             # one fused FFT convolution in the (B, L, H) layout, D folded into tap 0 (fftconv.py)
@@ -82,7 +108,7 @@ class SSMCore(nn.Module):
                 y, u = conv(u, k, self.D.to(work), compiled=self.compile_spectra, residual=True)  # (B L C*H)
                 return y, u
             y = conv(u.to(work), k, self.D.to(work), compiled=self.compile_spectra)  # (B L C*H)
-        return (y.to(dtype), u) if residual else y.to(dtype)
+        return (y.to(dtype), u_in) if residual_out else y.to(dtype)
 
     def conv_kernel(self, L: int, rate: float = 1.0) -> torch.Tensor:
         """The kernel ``forward`` convolves with: (C, H, L) causal or, bidirectional, the circular
@@ -92,3 +118,10 @@ class SSMCore(nn.Module):
             return k
         k_fwd, k_back = k.unbind(0)  # (C H L) each; backward: one stack (indexing: two zero-filled scatters)
         return two_sided(k_fwd, k_back)  # (C H 2L)
+
+
+def set_input_noise(model: nn.Module, amplitude: float = 0.0, omega: float = 325.4) -> None:
+    """Turn the Fourier-mode input noise of every SSM core in ``model`` on (amplitude > 0) or off."""
+    for m in model.modules():
+        if isinstance(m, SSMCore):
+            m.noise_amplitude, m.noise_omega = float(amplitude), float(omega)

@@ -43,18 +43,19 @@ def diagonal_init(
     real_scale: float = 1.0,
     imag_scale: float = 1.0,
     rng: np.random.Generator | None = None,
+    ptd_options: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A (n_copies, N/2) complex128 and, for ``legs``, B (n_copies, N/2) complex128 (else None).
 
-    ``ptd`` returns N modes: A, B (n_copies, N); the random/scale knobs do not apply to it.
+    ``ptd`` returns N modes: A, B (n_copies, N), real parts forced negative (-|Re|); the
+    random/scale knobs do not apply to it; ``ptd_options`` go to ``ptd.ptd_init``.
     """
     rng = rng if rng is not None else np.random.default_rng()
     if init == "ptd":
         if real_random or imag_random or real_scale != 1.0 or imag_scale != 1.0:
             raise UserError("init 'ptd' takes none of real_random, imag_random, real_scale, imag_scale")
-        sol = ptd_init(N)
-        lam = sol["Lambda"].copy()
-        lam.real = np.minimum(lam.real, -1e-4)
+        sol = ptd_init(N, **(ptd_options or {}))
+        lam = sol["Lambda"]  # real parts already -|Re|
         return np.broadcast_to(lam, (n_copies, N)).copy(), np.broadcast_to(sol["B"], (n_copies, N)).copy()
     if imag_random and init not in ("inv", "lin"):
         raise UserError(f"imag_random applies to init inv or lin only (got init {init!r}); "

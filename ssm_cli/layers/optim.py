@@ -31,7 +31,7 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float,
                  bias_norm_weight_decay: bool = False) -> list[dict]:
     """Groups for ``torch.optim.AdamW``: the default group first, then one per distinct (lr, wd).
 
-    Tagged parameters (``_optim``) get their tag's lr and wd; with ``bias_norm_weight_decay=False``
+    Tagged parameters (``_optim``) get their tag's lr and wd (a wd of None: ``weight_decay``); with ``bias_norm_weight_decay=False``
     the untagged biases, norm parameters and embedding tables get (lr, 0). Each group:
     {"params": [...], "param_names": [...], "lr": float, "weight_decay": float}.
     Only parameters with requires_grad are included (frozen B is a buffer anyway).
@@ -45,7 +45,8 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float,
         tag = getattr(p, "_optim", None)
         if tag is None and name in exempt:
             tag = {"lr": float(lr), "weight_decay": 0.0}
-        key = ("default",) if tag is None else (tag["lr"], tag.get("weight_decay", 0.0))
+        wd = None if tag is None else tag.get("weight_decay", 0.0)
+        key = ("default",) if tag is None else (tag["lr"], float(weight_decay) if wd is None else wd)
         if key not in groups:
             groups[key] = {"params": [], "param_names": [], "lr": key[0], "weight_decay": key[1]}
         groups[key]["params"].append(p)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..values import Range
 from .discretize import DISCS
 from .init import DIAG_INITS
+from .ptd import PTD_OPTIONS
 from .transforms import TRANSFORMS
 
 _NONE = type(None)
@@ -25,6 +26,9 @@ COMMON = {
     "seed": ((int, _NONE), None),              # init seed (None: drawn from torch's RNG)
 }
 
+# the PTD solver's options (ptd.py), read by init="ptd" only
+PTD = {f"ptd_{k}": v for k, v in PTD_OPTIONS.items()}
+
 DIAGONAL = {
     **COMMON,
     "init": (DIAG_INITS, "inv"),
@@ -37,4 +41,5 @@ DIAGONAL = {
     "imag_scale": (_NUM, 1.0),
     "B_init": (("auto", "ones", "random"), "auto"),  # auto: HiPPO's B for legs, else ones
     "block": (Range(1, integer=True, none=True), None),  # Vandermonde block length (None: automatic)
+    **PTD,
 }

@@ -1,23 +1,25 @@
-"""S4-PTD initialisation: perturb HiPPO-LegS, then diagonalise (Yu et al., ICLR 2024; FACTS §4).
+"""S4-PTD initialisation: perturb HiPPO-LegS, then diagonalise (docs/ptd-s5.md).
 
 HiPPO-LegS A_H is non-normal with a catastrophically ill-conditioned eigenvector matrix
 (kappa(V) ~ 1e20 at N = 64), so its exact diagonalisation is ill-posed. PTD picks a small complex
 perturbation E minimising
-    cond(V)^2 + gamma * ||E||_F,   A_H + E = V Lambda V^-1,
-by Adam from a small random complex start, and initialises the diagonal SSM with Lambda,
-B~ = V^-1 B and C~ = C V. The spectrum is not conjugate-symmetric: all N modes are kept and the
-output is Re(C~ x) (no factor 2). Real parts of Lambda are forced to be <= -1e-4.
+    cond(V)^2 + penalty * ||E||_F,   A_H + E = V Lambda V^-1,
+by Adam, and initialises the diagonal SSM with Lambda, B~ = V^-1 B and C~ = C V. The spectrum is
+not conjugate-symmetric: all N modes are kept.
 
-Solver constants are ours: E_0 = 0.1 * (z1 + i z2), z ~ N(0, 1); gamma = 3e-3; Adam, lr 0.2
-with cosine decay over ``steps`` (default 2000) steps; float64; seed 0; one thread. The objective
-is dominated by cond(V)^2, so the solution depends on the optimisation path. EXPERIMENTAL: ours
-reaches kappa(V) ~ 28 at ||E||_2/||A_H||_2 ~ 0.034 for N = 64 (from kappa ~ 1e20), and about a
-quarter (15 of 64) of the perturbed eigenvalues have positive real parts (clamped to -1e-4); the paper reports
-kappa ~ 8-9 at ratios 0.03-0.04. The solve takes ~10 s at N = 64 on one CPU core, once. Solutions are
-deterministic, cached in memory and on disk (``$SSM_PTD_CACHE`` or ~/.cache/ssm_cli/ptd).
+The solver follows the authors' released LRA solver (docs/ptd-s5.md, "The PTD solver"): E_0 =
+0.1 (U + iU), U ~ U[0, 1) entrywise (a positive-mean start, not a centred one); Adam at ``lr``,
+multiplied by ``lr_decay`` every 100 steps; the last iterate is kept. Eigenvalues whose real part
+is >= 0 are reflected, Re -> -|Re| (the authors' fix), and counted in ``n_flipped``. The objective
+is dominated by cond(V)^2, so ||E|| grows for as long as the solver runs: ``steps`` and ``penalty``
+choose the trade-off (docs/ptd-s5.md has the measured kappa / ||E|| per N).
+
+Solutions are deterministic per (N, options), cached in memory and on disk (``$SSM_PTD_CACHE`` or
+~/.cache/ssm_cli/ptd), one file per (N, options).
 """
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -25,53 +27,93 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..values import Range
 from .hippo import hippo
 
-PTD_STEPS = 2000
+log = logging.getLogger(__name__)
+
+# The solver's options, ``option: (valid, default)``; the s4d/s5 cores declare them as
+# ``ptd_<option>`` (cores/s4d.py, cores/s5.py).
+PTD_OPTIONS = {
+    "penalty": (Range(0), 3e-3),               # weight of ||E||_F against cond(V)^2
+    "steps": (Range(1, integer=True), 2000),   # Adam steps
+    "lr": (Range(0, lo_open=True), 0.3),       # Adam's learning rate
+    "lr_decay": (Range(0, 1, lo_open=True), 0.98),  # lr factor every 100 steps
+    "seed": (Range(0, integer=True), 0),       # seed of E_0
+}
+PTD_DEFAULTS = {k: d for k, (_, d) in PTD_OPTIONS.items()}
+CACHE_VERSION = 3  # bump when the solver's algorithm changes
 
 
-def _cache_file(N: int, steps: int) -> Path:
+def _cache_file(N: int, opts: dict) -> Path:
     root = Path(os.environ.get("SSM_PTD_CACHE", Path.home() / ".cache" / "ssm_cli" / "ptd"))
-    return root / f"legs_N{N}_steps{steps}_v2.npz"
+    tag = "_".join(f"{k}{opts[k]!r}" for k in sorted(opts))
+    return root / f"legs_N{N}_{tag}_v{CACHE_VERSION}.npz"
 
 
-def _solve(N: int, steps: int, gamma: float = 3e-3, lr: float = 0.2) -> np.ndarray:
-    A_t = torch.tensor(hippo("legs", N)[0], dtype=torch.complex128)
-    g = torch.Generator().manual_seed(0)
-    E = torch.complex(torch.randn(N, N, generator=g, dtype=torch.float64),
-                      torch.randn(N, N, generator=g, dtype=torch.float64)) * 0.1
-    E.requires_grad_(True)
+def solve(N: int, penalty: float, steps: int, lr: float, lr_decay: float, seed: int) -> np.ndarray:
+    """The perturbation E (N, N) complex128 of A_H (HiPPO-LegS, negative definite convention).
+
+    The authors optimise on the positive matrix -A_H; E for -A_H is -E for A_H (same V)."""
+    A_pos = torch.tensor(-hippo("legs", N)[0], dtype=torch.complex128)  # (N N)
+    g = torch.Generator().manual_seed(seed)
+    E0 = torch.complex(torch.rand(N, N, generator=g, dtype=torch.float64),
+                       torch.rand(N, N, generator=g, dtype=torch.float64)) * 0.1  # (N N)
+    E = E0.clone().requires_grad_(True)
     opt = torch.optim.Adam([E], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    best = E.detach().clone()
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=lr_decay)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small LAPACK calls: threads only add contention
     try:
         with torch.enable_grad():
             for _ in range(steps):
                 opt.zero_grad()
-                _, V = torch.linalg.eig(A_t + E)
-                loss = torch.linalg.cond(V) ** 2 + gamma * torch.linalg.norm(E)
-                try:
-                    loss.backward()
-                except RuntimeError:  # (near-)degenerate eigenvalues: eig's gradient is undefined
+                _, V = torch.linalg.eig(A_pos + E)  # (N N)
+                loss = torch.linalg.cond(V) ** 2 + penalty * torch.linalg.norm(E)
+                loss.backward()
+                if not torch.isfinite(E.grad).all():  # (near-)degenerate eigenvalues: keep the last good E
                     break
-                best = E.detach().clone()
                 opt.step()
                 sched.step()
     finally:
         torch.set_num_threads(threads)
-    return best.numpy()
+    return -E.detach().numpy()  # the perturbation of A_H itself
 
 
-@lru_cache(maxsize=8)
-def ptd_init(N: int, steps: int = PTD_STEPS) -> dict:
-    """Lambda (N,), V (N, N), B~ = V^-1 B (N,), E (N, N) complex128, and diagnostics cond_V, E_ratio."""
-    f = _cache_file(N, steps)
+def diagnostics(E: np.ndarray) -> dict:
+    """Lambda (N,) with Re forced negative, V (N, N), B~ = V^-1 B (N,), and the checks:
+    cond_V, E_ratio = ||E||_2 / ||A_H||_2, n_flipped (eigenvalues with Re >= 0 reflected)."""
+    N = E.shape[0]
+    A, B = hippo("legs", N)
+    lam, V = np.linalg.eig(A + E)
+    n_flipped = int(np.sum(lam.real >= 0))
+    lam_fixed = -np.abs(lam.real) + 1j * lam.imag
+    Bt = np.linalg.solve(V, B.astype(np.complex128))
+    return {"Lambda": lam_fixed, "Lambda_raw": lam, "V": V, "B": Bt, "E": E,
+            "cond_V": float(np.linalg.cond(V)),
+            "E_ratio": float(np.linalg.norm(E, 2) / np.linalg.norm(A, 2)), "n_flipped": n_flipped}
+
+
+def ptd_init(N: int, **options) -> dict:
+    """The PTD solution of size N for the solver ``options`` (PTD_OPTIONS; defaults filled in).
+
+    Returns ``diagnostics(E)``: Lambda (N,) (real parts forced negative), Lambda_raw (before),
+    V (N, N), B~ (N,), E (N, N) complex128, cond_V, E_ratio, n_flipped."""
+    opts = {**PTD_DEFAULTS, **options}
+    unknown = set(opts) - set(PTD_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown PTD options {sorted(unknown)}; valid: {', '.join(PTD_DEFAULTS)}")
+    return _ptd_init(N, tuple(sorted(opts.items())))
+
+
+@lru_cache(maxsize=16)
+def _ptd_init(N: int, opts: tuple) -> dict:
+    o = dict(opts)
+    f = _cache_file(N, o)
     if f.exists():
         E = np.load(f)["E"]
     else:
-        E = _solve(N, steps)
+        E = solve(N, **o)
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_suffix(f".{os.getpid()}.tmp.npz")
@@ -79,8 +121,31 @@ def ptd_init(N: int, steps: int = PTD_STEPS) -> dict:
             os.replace(tmp, f)
         except OSError:
             pass  # a read-only home only costs the recomputation
-    A, B = hippo("legs", N)
-    lam, V = np.linalg.eig(A + E)
-    Bt = np.linalg.solve(V, B.astype(np.complex128))
-    return {"Lambda": lam, "V": V, "B": Bt, "E": E, "cond_V": float(np.linalg.cond(V)),
-            "E_ratio": float(np.linalg.norm(E, 2) / np.linalg.norm(A, 2))}
+    sol = diagnostics(E)
+    log.info("PTD N=%d %s: cond(V)=%.2f ||E||/||A||=%.4f, %d eigenvalue(s) with Re >= 0 reflected",
+             N, o, sol["cond_V"], sol["E_ratio"], sol["n_flipped"])
+    return sol
+
+
+def ptd_core_options(options: dict) -> dict:
+    """The solver's options from a core's ``ptd_<option>`` keys."""
+    return {k[len("ptd_"):]: v for k, v in options.items() if k.startswith("ptd_")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ssm_cli.layers.ptd N [N ...] [--steps S] [--penalty P] [--lr LR]``: the checks per N."""
+    import argparse
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("N", type=int, nargs="+")
+    for k, d in PTD_DEFAULTS.items():
+        ap.add_argument(f"--{k.replace('_', '-')}", type=type(d), default=d)
+    a = ap.parse_args(argv)
+    print("| N | cond(V) | ||E||_2/||A_H||_2 | Re >= 0 reflected |")
+    print("|---|---|---|---|")
+    for N in a.N:
+        s = ptd_init(N, **{k: getattr(a, k) for k in PTD_DEFAULTS})
+        print(f"| {N} | {s['cond_V']:.2f} | {s['E_ratio']:.4f} | {s['n_flipped']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

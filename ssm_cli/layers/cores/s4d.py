@@ -26,7 +26,7 @@ from ..fftconv import two_sided
 from ..init import diagonal_init
 from ..kernel import vandermonde
 from ..options import DIAGONAL
-from ..ptd import ptd_init
+from ..ptd import ptd_core_options, ptd_init
 from ..registry import register_core
 from ..transforms import inverse, transform
 
@@ -62,6 +62,8 @@ class DiagonalSSM(SSMCore):
         lr (0.001): lr of dt, A, B (wd 0).  lr_C (None): None = C in the global group; a float
             gives C that lr and wd 0.
         block (None = automatic): Vandermonde block length.  seed (None): init seed.
+        ptd_penalty, ptd_steps, ptd_lr, ptd_lr_decay, ptd_seed: the PTD solver's options
+            (ptd.PTD_OPTIONS), used by init="ptd".
     """
 
     def __init__(self, d_model: int, d_state: int = 64, *, init: str = "inv", disc: str = "zoh",
@@ -70,7 +72,8 @@ class DiagonalSSM(SSMCore):
                  imag_random: bool = False, real_scale: float = 1.0, imag_scale: float = 1.0,
                  trainable_B: bool = True, B_init: str = "auto", bidirectional: bool = False,
                  channels: int = 1, n_ssm: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1,
-                 lr: float = 0.001, lr_C: float | None = None, block: int | None = None, seed: int | None = None):
+                 lr: float = 0.001, lr_C: float | None = None, block: int | None = None, seed: int | None = None,
+                 **ptd_options):
         super().__init__()
         self.options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         H, N = d_model, d_state
@@ -86,8 +89,9 @@ class DiagonalSSM(SSMCore):
         rng = np.random.default_rng(seed) if seed is not None else np.random.default_rng(
             int(torch.randint(0, 2**62, (1,)).item()))
         n_dir = 2 if bidirectional else 1
+        ptd_opts = ptd_core_options(ptd_options)
         A, B = diagonal_init(init, N, S, real_random=real_random, imag_random=imag_random,
-                             real_scale=real_scale, imag_scale=imag_scale, rng=rng)  # (S M)
+                             real_scale=real_scale, imag_scale=imag_scale, rng=rng, ptd_options=ptd_opts)  # (S M)
         if B_init == "ones" or (B_init == "auto" and B is None):
             B = np.ones_like(A)
         elif B_init == "random":
@@ -108,7 +112,7 @@ class DiagonalSSM(SSMCore):
         register(self, "B", B_t, trainable=trainable_B, lr=lr)  # (S M 2)
         C_t = torch.randn(n_dir * channels, H, M, dtype=torch.complex64, generator=gen)  # (dC H M)
         if not self.conj:  # PTD: C~ = C V
-            C_t = C_t @ torch.tensor(ptd_init(N)["V"], dtype=torch.complex64)  # (dC H N)
+            C_t = C_t @ torch.tensor(ptd_init(N, **ptd_opts)["V"], dtype=torch.complex64)  # (dC H N)
         register(self, "C", torch.view_as_real(C_t), lr=lr_C)  # (dC H M 2)
         self._init_D(gen)
 
