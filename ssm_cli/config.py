@@ -63,6 +63,9 @@ VALID = {
     "launcher.name": ("serial", "local"),
     "launcher.jobs": _POSITIVE_INT,
     "launcher.pack": _POSITIVE_INT,
+    "ablation.noise_amplitude": Range(0),            # conf/ablation/ptd.yaml: 0 = no noisy test view
+    "ablation.noise_omega": Range(0, lo_open=True),
+    "ablation.noise_omegas": AnyOf((ListOf(Range(0, lo_open=True)), (None,))),
 }
 
 

@@ -1,7 +1,9 @@
 """Aggregate run records into tables: mean ± std over seeds, beside the paper's figure.
 
 One row per (ablation, dataset, variant), in the order the ablation declares its variants.
-Accuracies are in percent; ``diff`` is ours minus the paper's.
+Accuracies are in percent; ``diff`` is ours minus the paper's. Runs with noisy test views
+(``ablation=ptd``: ``test_noise_acc``, ``test_noise<omega>_acc``) get one more column per view,
+beside the clean metric: mean ± std over the same seeds.
 """
 from __future__ import annotations
 
@@ -60,7 +62,13 @@ def aggregate(records: list[dict]) -> list[dict]:
         missing = sorted(seeds_of.get((ablation, dataset, _preset), set()) - {r.get("seed") for r in rs}, key=str)
         if missing:  # seeds that other variants of the ablation ran and this one has no record of
             flags = ", ".join(filter(None, [flags, f"missing seed{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}"]))
+        noisy = {}
+        for key in sorted({k for r in done for k in (r.get("best") or {}) if k.startswith("test_noise") and k.endswith("_acc")}):
+            vals = [float(r["best"][key]) for r in done if isinstance((r.get("best") or {}).get(key), (int, float))]
+            if vals:
+                noisy[key] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
         rows.append({
+            "noisy": noisy,
             "ablation": ablation, "dataset": dataset, "variant": variant,
             "metric": rs[0].get("metric"), "mean": mean, "std": std, "n": len(values), "paper": paper,
             "diff": (mean - paper) if (mean is not None and paper is not None) else None,
@@ -77,36 +85,54 @@ def _fmt(x, digits: int = 2) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _cells(row: dict) -> list[str]:
+def _noisy_keys(rows: list[dict]) -> list[str]:
+    """The noisy views any row has (test_noise first, then by omega)."""
+    keys = {k for row in rows for k in row.get("noisy", {})}
+    return sorted(keys, key=lambda k: (k != "test_noise_acc", len(k), k))
+
+
+def _cells(row: dict, noisy_keys: list[str] = ()) -> list[str]:
     ms = "" if row["mean"] is None else f"{row['mean']:.2f} ± {row['std']:.2f}"
     diff = "" if row["diff"] is None else f"{row['diff']:+.2f}"
+    noisy = ["" if (v := row.get("noisy", {}).get(k)) is None else f"{v[0]:.2f} ± {v[1]:.2f}" for k in noisy_keys]
     return [row["ablation"] or "", row["dataset"] or "", row["variant"] or "", row["metric"] or "", ms,
-            str(row["n"]), _fmt(row["paper"]), diff, row["flags"]]
+            *noisy, str(row["n"]), _fmt(row["paper"]), diff, row["flags"]]
 
 
 HEADER = ["ablation", "dataset", "variant", "metric", "ours (mean ± std)", "n", "paper", "diff", "flags"]
 
 
+def _header(noisy_keys: list[str]) -> list[str]:
+    """HEADER with a column per noisy view after the clean one (e.g. "noisy: test_noise_acc")."""
+    return HEADER[:5] + [f"noisy: {k}" for k in noisy_keys] + HEADER[5:]
+
+
 def render(rows: list[dict], fmt: str) -> str:
     if fmt not in FORMATS:
         raise UserError(f"unknown table format {fmt!r}; valid: {', '.join(FORMATS)}")
+    nk = _noisy_keys(rows)
+    header = _header(nk)
     if fmt == "json":
-        return json.dumps([{k: row[k] for k in (*COLUMNS, "seeds", "preset")} for row in rows], indent=1)
+        return json.dumps([{**{k: row[k] for k in (*COLUMNS, "seeds", "preset")},
+                            **({"noisy": row["noisy"]} if row.get("noisy") else {})} for row in rows], indent=1)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(COLUMNS)
+        cols = [*COLUMNS[:6], *[c for k in nk for c in (k, f"{k}_std")], *COLUMNS[6:]]
+        w.writerow(cols)
         for row in rows:
-            w.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+            noisy = [v for k in nk for v in row.get("noisy", {}).get(k, ("", ""))]
+            base = ["" if row[c] is None else row[c] for c in COLUMNS]
+            w.writerow([*base[:6], *noisy, *base[6:]])
         return buf.getvalue()
     if fmt == "md":
-        lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-        lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_cells(row, nk)) + " |" for row in rows]
         return "\n".join(lines) + "\n"
     if fmt == "latex":
         esc = lambda s: s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
-        lines = [r"\begin{tabular}{lllllrrrl}", r"\toprule", " & ".join(map(esc, HEADER)) + r" \\", r"\midrule"]
-        lines += [" & ".join(esc(c) for c in _cells(row)) + r" \\" for row in rows]
+        lines = [r"\begin{tabular}{lllll" + "r" * len(nk) + "rrrl}", r"\toprule", " & ".join(map(esc, header)) + r" \\", r"\midrule"]
+        lines += [" & ".join(esc(c) for c in _cells(row, nk)) + r" \\" for row in rows]
         lines += [r"\bottomrule", r"\end{tabular}"]
         return "\n".join(lines) + "\n"
     # rich: rendered to text here so the CLI can print or save it alike
@@ -114,10 +140,10 @@ def render(rows: list[dict], fmt: str) -> str:
     from rich.table import Table
 
     table = Table(title="ssm results", show_lines=False)
-    for h in HEADER:
-        table.add_column(h, justify="right" if h in ("n", "paper", "diff", "ours (mean ± std)") else "left")
+    for h in header:
+        table.add_column(h, justify="right" if h in ("n", "paper", "diff", "ours (mean ± std)") or h.startswith("noisy") else "left")
     for row in rows:
-        table.add_row(*_cells(row), style="yellow" if row["flags"] else None)
+        table.add_row(*_cells(row, nk), style="yellow" if row["flags"] else None)
     console = Console(record=True, width=140, file=io.StringIO())
     console.print(table)
     return console.export_text()

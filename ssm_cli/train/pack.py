@@ -39,6 +39,10 @@ def pack_key(cfg: DictConfig) -> str:
     d["model"] = {k: model[k] for k in BACKBONE_KEYS if k in model and k != "core"}
     d["model"].update(bidirectional=model.get("bidirectional", False), channels=model.get("channels", 1))
     d["seed"] = cfg.run.seed
+    d["model"]["core"] = model.get("core")  # cores of different kinds never share a pack
+    ab = cfg.get("ablation")
+    if ab is not None and ab.get("noise_amplitude"):  # noisy evaluation runs through each core's forward
+        d["alone"] = cfg.run.config_hash
     return json.dumps(d, sort_keys=True, default=str)
 
 

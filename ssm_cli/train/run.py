@@ -100,6 +100,20 @@ class RecordKeeper(pl.Callback):
             write_json_atomic(run_dir / "record.json", record)
 
 
+def noise_eval_views(cfg) -> dict[str, tuple[float, float]]:
+    """The noisy test views of an ablation with ``noise_amplitude`` (conf/ablation/ptd.yaml):
+    ``test_noise`` at ``noise_omega`` and ``test_noise<omega>`` for each of ``noise_omegas``,
+    each ``name -> (amplitude, omega)`` (docs/ptd-s5.md, "Fourier-mode noise")."""
+    ab = cfg.get("ablation")
+    if ab is None or not ab.get("noise_amplitude"):
+        return {}
+    amp = float(ab.noise_amplitude)
+    views = {"test_noise": (amp, float(ab.noise_omega))}
+    for w in ab.get("noise_omegas") or []:
+        views[f"test_noise{float(w):g}"] = (amp, float(w))
+    return views
+
+
 def run_test_pass(trainer: pl.Trainer, task, loaders: dict) -> float | None:
     """Evaluate the sets other than ``val`` once, each member with its weights of its best
     validation epoch, for the members whose best epoch has no test metrics (``trainer.test_at=best``);
@@ -214,10 +228,13 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         eval_bs = tc.eval_batch_size or tc.batch_size
         train = make_loader(data.train, tc.batch_size, True, dev, tc.num_workers, seed)
         evals = {"val": (data.val, 1.0), "test": (data.test, 1.0), **data.extra_eval}
+        noise_views = noise_eval_views(cfg)  # name -> (amplitude, omega): the test set with input noise
+        evals.update({name: (data.test, 1.0) for name in noise_views})
         eval_loaders = {name: make_loader(ds, eval_bs, False, dev, tc.num_workers) for name, (ds, _) in evals.items()}
         limit = tc.limit_train_batches
         steps = min(len(train), limit) if isinstance(limit, int) else len(train)
         task = SequenceTask(cfgs, data.spec, list(evals), [rate for _, rate in evals.values()], steps, seed=seed)
+        task.eval_noise = noise_views
         task.evaluate_on(list(evals) if test_at == "every" else ["val"])  # each epoch's evaluation
         trace(f"model{'s' if len(cfgs) > 1 else ''} built")
         for member, r in zip(task.members, records):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from ssm_cli.data.base import DataSpec
+from ssm_cli.layers.base import set_input_noise
 from ssm_cli.trace import trace
 from ssm_cli.train.model import build_models
 from ssm_cli.train.record import best_epoch
@@ -57,6 +58,7 @@ class SequenceTask(pl.LightningModule):
         cfgs = list(cfgs) if isinstance(cfgs, (list, tuple)) else [cfgs]
         self.cfg, self.K, self.spec = cfgs[0], len(cfgs), spec
         self.eval_names, self.eval_rates = list(eval_names), list(eval_rates)
+        self.eval_noise: dict[str, tuple[float, float]] = {}  # view -> input noise (set by run.execute)
         self.loop_names = list(eval_names)  # the sets the evaluation loop gets, in dataloader order
         self.steps_per_epoch = steps_per_epoch
         compile_post = self.cfg.trainer.compile
@@ -196,7 +198,14 @@ class SequenceTask(pl.LightningModule):
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, y = batch
         name = self.loop_names[dataloader_idx]
-        out = self(x, rate=self.eval_rates[self.eval_names.index(name)])  # (K B O)
+        noise = self.eval_noise.get(name)  # (amplitude, omega) of a noisy view (run.noise_eval_views)
+        if noise:
+            set_input_noise(self.model, *noise)
+        try:
+            out = self(x, rate=self.eval_rates[self.eval_names.index(name)])  # (K B O)
+        finally:
+            if noise:
+                set_input_noise(self.model, 0.0)
         acc = self._eval[name]
         n = y.shape[0]
         acc["loss"] = acc["loss"] + self._loss(out, y).detach() * n  # (K)
