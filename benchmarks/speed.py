@@ -65,7 +65,14 @@ MiB = 2 ** 20
 # ---- models ------------------------------------------------------------------------------------
 def build_ours(a: argparse.Namespace, block: int | None = None, compile_post: bool = False) -> nn.Module:
     """Our sCIFAR ablation model (conf/model/s4d.yaml + conf/protocol/scifar.yaml); ``block``: the
-    Vandermonde block length (None: the kernel's automatic choice)."""
+    Vandermonde block length (None: the kernel's automatic choice). ``--model s5``: the same
+    backbone around the S5 core (conf/model/s5.yaml; P = --d-state, J = --blocks, bidirectional)."""
+    if a.model == "s5":
+        return SequenceModel(
+            a.d_input, a.classes, d_model=a.d_model, n_layers=a.n_layers, core="s5", d_state=a.d_state,
+            core_options=dict(blocks=a.blocks, bidirectional=True, lr=a.ssm_lr),
+            norm="layer", prenorm=False, dropout=a.dropout, tie_dropout=True, activation="gelu",
+            final_act="identity", pool="mean", dropout_sites=a.dropout_sites, compile_post=compile_post)
     return SequenceModel(
         a.d_input, a.classes, d_model=a.d_model, n_layers=a.n_layers, core="s4d", d_state=a.d_state,
         core_options=dict(init="inv", disc="zoh", bidirectional=True, n_ssm=a.n_ssm or None, lr=a.ssm_lr,
@@ -446,6 +453,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--d-state", type=int, default=64)
+    p.add_argument("--model", default="s4d", choices=("s4d", "s5"),
+                   help="our core: s4d (default) or s5 (the reference is S4's: use --no-reference with s5)")
+    p.add_argument("--blocks", type=int, default=1, help="--model s5: J, the number of HiPPO-N blocks")
     p.add_argument("--n-ssm", type=int, default=1,
                    help="copies of (A, B) per layer, both models (1 = conf/model/s4d.yaml; 0 = one per channel)")
     p.add_argument("--dropout", type=float, default=0.1)
@@ -487,6 +497,10 @@ def main(argv=None) -> int:
         torch.backends.cudnn.allow_tf32 = True
     if a.no_ours and a.no_reference:
         print("error: --no-ours and --no-reference leave nothing to run", file=sys.stderr)
+        return 2
+    if a.model == "s5" and not a.no_reference:
+        print("error: --model s5 has no PyTorch reference; pass --no-reference "
+              "(the authors' JAX S5: benchmarks/speed_s5_jax.py)", file=sys.stderr)
         return 2
     if not a.no_reference and not os.path.isfile(a.reference):
         print(f"error: reference file {a.reference!r} not found; pass --reference PATH or --no-reference",
