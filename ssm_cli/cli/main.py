@@ -111,10 +111,26 @@ def plot(
     runs_dir: Path = typer.Argument(Path("outputs")),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNGs (default: RUNS_DIR)."),
     metric: str = typer.Option("val_acc", help="Per-epoch metric to plot, e.g. val_acc, test_acc, train_loss."),
+    n: int = typer.Option(64, "--n", help="`ssm plot transfer`: the state size N of the initialisations."),
+    checkpoint: Optional[Path] = typer.Option(None, help="`ssm plot transfer`: also a trained s4d run's last.ckpt."),
 ) -> None:
-    """Learning curves (metric per epoch, one line per variant, mean over seeds) as PNG files."""
+    """Learning curves (metric per epoch, one line per variant, mean over seeds) as PNG files.
+
+    `ssm plot transfer [--n N] [--checkpoint RUN/last.ckpt] [--out FILE.png]`: |G(iω)| of the
+    S4D-LegS, S4D-Inv, PTD and exact HiPPO-LegS initialisations (ω = 325.4 marked)."""
     from ssm_cli.results.plot import plot_curves
     from ssm_cli.paths import check_writable
+
+    if str(runs_dir) == "transfer":
+        from ssm_cli.results.transfer import plot_transfer
+        path = out or Path(f"transfer_N{n}.png")
+        try:
+            check_writable(path.parent if str(path.parent) else Path("."), "--out folder")
+            plot_transfer(n, path, checkpoint)
+        except UserError as e:
+            fail(e)
+        console.print(str(path))
+        return
 
     unreadable: list = []
     try:
