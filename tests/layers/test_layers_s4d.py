@@ -252,7 +252,7 @@ def test_build_rejects_bad_options():
     with pytest.raises(UserError, match="unknown option 'nope'"):
         build("s4d", 4, 8, nope=1)
     with pytest.raises(UserError, match="unknown core"):
-        build("s5", 4, 8)
+        build("s6", 4, 8)
     with pytest.raises(UserError):
         build("s4d", 4, 8, trainable_B=1)
     with pytest.raises(UserError):
