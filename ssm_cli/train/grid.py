@@ -157,36 +157,14 @@ def start_early(cfg: DictConfig) -> None:
     """Start what a run will need and that does not need Lightning, in background threads, so it
     goes on while Lightning is imported (seconds; on some machines tens of seconds): the run's
     dataset is read (``ssm_cli.data.registry.prefetch``; ``load_dataset`` in the run takes it), and
-    CUDA is initialised when the run will train on it, then torch.compile's worker processes are
-    started if it will compile. None of it changes what the run computes."""
-    import threading
-
-    import torch
-
+    CUDA and torch.compile's worker processes are started when the run will use them
+    (``ssm_cli.train.device.start_cuda_early``). None of it changes what the run computes."""
     from ssm_cli.data.registry import prefetch
+    from ssm_cli.train.device import start_cuda_early
 
     options = OmegaConf.to_container(cfg.dataset.options, resolve=True)
     prefetch(cfg.dataset.name, cfg.data_dir, **options)
-    acc = cfg.trainer.accelerator
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
-        compiles = cfg.trainer.compile in (True, "auto")  # as SequenceTask decides, on a GPU
-        threading.Thread(target=_init_cuda, args=(compiles,), name="ssm-cuda-init", daemon=True).start()
-
-
-def _init_cuda(compiles: bool) -> None:
-    import torch
-
-    try:
-        torch.cuda.init()  # the run's first CUDA call would do it (environment(), then the model)
-    except Exception:  # noqa: BLE001 - the run's own first CUDA call reports the problem
-        return
-    trace("CUDA initialised in the background", sync=False)
-    if compiles:
-        from ssm_cli.train import compile_pool
-
-        if not compile_pool.start():
-            return
-        trace("compile workers started in the background", sync=False)
+    start_cuda_early(cfg)
 
 
 def run_serial(units: list[list[PlannedRun]], on_done) -> None:

@@ -170,7 +170,8 @@ def test_unpacked_checkpoint_is_a_single_runs_checkpoint(ssm, tmp_path):
 def test_a_diverged_member_does_not_stop_the_pack(tmp_path):
     from ssm_cli.config import compose
     from ssm_cli.data import load_dataset
-    from ssm_cli.train.task import Diverged, SequenceTask
+    from ssm_cli.train.metrics import Diverged
+    from ssm_cli.train.task import SequenceTask
 
     cfg = compose(["preset=smoke", f"out_dir={tmp_path}"])
     data = load_dataset("synthetic", str(tmp_path / "data"), n_train=8, n_val=8, n_test=8)
