@@ -26,7 +26,7 @@ HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name",
                  "trainer.cuda_graphs", "trainer.eval_batch_size", "trainer.compile",
                  "trainer.test_at")  # when the test sets are evaluated, not what the test metric is
 
-# The valid values of every key outside the model (the model's: ssm_cli.train.model.BACKBONE_VALID
+# The valid values of every key outside the model (the model's: ssm_cli.model.BACKBONE_VALID
 # and ssm_cli.layers.registry.CORE_OPTIONS (each core's module)), checked before anything runs: a tuple lists the values,
 # a Range bounds a number (ssm_cli.values). A key a config does not have (e.g. scheduler.gamma
 # without scheduler=step) is not checked.
@@ -154,7 +154,7 @@ def preset_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
 def validate(cfg: DictConfig) -> None:
     """Check every value that has a fixed set of valid values; raise UserError listing them."""
     from ssm_cli.data.registry import DATASETS
-    from ssm_cli.train.model import check_model_config
+    from ssm_cli.model import check_model_config
 
     _check_interpolations(cfg)
     if cfg.dataset.name not in DATASETS:

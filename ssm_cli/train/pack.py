@@ -30,7 +30,7 @@ def pack_key(cfg: DictConfig) -> str:
     """Runs with equal keys can share a pack: the config without the SSM-core options and the
     run's identity (ablation, variant, hash), plus the seed and what the FFT convolution needs
     to be shared (bidirectional, channels)."""
-    from ssm_cli.train.model import BACKBONE_KEYS
+    from ssm_cli.model import BACKBONE_KEYS
 
     d = OmegaConf.to_container(cfg, resolve=True)
     for key in ("run", "name", "ablation"):

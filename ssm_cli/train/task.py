@@ -33,7 +33,7 @@ from ssm_cli.train.checkpoint import CheckpointState
 from ssm_cli.train.cuda_graph import CudaGraphStep
 from ssm_cli.train.device import compiles
 from ssm_cli.train.metrics import MemberMetrics
-from ssm_cli.train.model import build_models
+from ssm_cli.model import build_models
 from ssm_cli.train.optim import make_optimizer, make_schedule
 
 
