@@ -144,10 +144,8 @@ def list_(group: Optional[str] = typer.Argument(None, help="ablation | dataset |
 
 
 def _mount_data() -> None:
-    try:
-        from ssm_cli.data.cli import app as data_app
-    except ImportError:  # pragma: no cover - the data CLI is part of the package
-        return
+    from ssm_cli.cli.data_cmd import app as data_app
+
     app.add_typer(data_app, name="data", help="Datasets: list, where, verify, prepare, generate.")
 
 
