@@ -13,7 +13,7 @@ from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.interrupts import exit_code
 from ssm_cli.trace import trace
 from ssm_cli.train.grid import find_identical, plan, reuse, run_local, run_serial, todo
-from ssm_cli.train.pack import make_units, pack_key
+from ssm_cli.train.pack import make_units
 from ssm_cli.train.record import read_record
 
 console = Console()
@@ -41,13 +41,9 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
     pack_size = int(runs[0].cfg.launcher.pack)
     if dry_run:
         show_plan(runs)
-        if pack_size > 1:
-            groups: dict[str, list] = {}
-            for r in todo(runs, retry_failed):
-                groups.setdefault(pack_key(r.cfg), []).append(r.variant)
-            for names in groups.values():
-                for i in range(0, len(names), pack_size):
-                    console.print(f"pack: {', '.join(names[i:i + pack_size])}", highlight=False)
+        for unit in make_units(todo(runs, retry_failed), pack_size, dry_run=True):
+            if len(unit) > 1:
+                console.print(f"pack: {', '.join(r.variant for r in unit)}", highlight=False)
         return 0
     try:  # Ctrl-C and SIGTERM raise Interrupted (cli/main.py): the runs stop resumable
         return _execute(runs, overrides, retry_failed, reuse_identical, pack_size)
