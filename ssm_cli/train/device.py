@@ -2,7 +2,8 @@
 
 - ``uses_cuda(cfg)``: the run trains on the GPU (``trainer.accelerator`` gpu/cuda, or auto with
   CUDA available); ``resolve_device`` is its device, ``compiles`` whether ``trainer.compile``
-  (auto: on the GPU) is on. The runner, the grid's start-up and the Lightning module ask these.
+  (auto: on the GPU) is on. The runner, the grid's start-up and the Lightning module ask these;
+  ``synchronize`` waits for the device a run computes on (its timings).
 - ``torch_flags(cfg)``: the global torch settings a run trains under (float32 matmul precision,
   Inductor's deterministic mode).
 - ``start_cuda_early(cfg)``: CUDA and torch.compile's worker pool started in a background thread
@@ -33,6 +34,12 @@ def compiles(cfg: DictConfig) -> bool:
     """``trainer.compile``: true, false, or auto (compile on the GPU)."""
     c = cfg.trainer.compile
     return uses_cuda(cfg) if c == "auto" else bool(c)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timings of GPU work); nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def deterministic_compilation(on: bool) -> bool | None:

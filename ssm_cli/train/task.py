@@ -31,7 +31,7 @@ from ssm_cli.trace import trace
 from ssm_cli.train.best import BestWeights
 from ssm_cli.train.checkpoint import CheckpointState
 from ssm_cli.train.cuda_graph import CudaGraphStep
-from ssm_cli.train.device import compiles
+from ssm_cli.train.device import compiles, synchronize
 from ssm_cli.train.metrics import MemberMetrics
 from ssm_cli.model import build_models
 from ssm_cli.train.optim import make_optimizer, make_schedule
@@ -81,8 +81,7 @@ class SequenceTask(MemberMetrics, BestWeights, CheckpointState, pl.LightningModu
     # ----- training
     def on_train_epoch_start(self) -> None:
         self._reset_epoch()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        synchronize(self.device)
         self._t_train = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
@@ -124,8 +123,7 @@ class SequenceTask(MemberMetrics, BestWeights, CheckpointState, pl.LightningModu
 
     def on_validation_epoch_start(self) -> None:
         if self._t_train is not None:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            synchronize(self.device)
             self._epoch_train_seconds += time.perf_counter() - self._t_train
             self._t_train = None
         self.check_finite()
@@ -134,8 +132,7 @@ class SequenceTask(MemberMetrics, BestWeights, CheckpointState, pl.LightningModu
     def on_validation_epoch_end(self) -> None:
         trace(f"evaluation of epoch {self.current_epoch + 1} done")
         if self._t_eval is not None:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            synchronize(self.device)
             self._epoch_eval_seconds += time.perf_counter() - self._t_eval
             self._t_eval = None
 
