@@ -55,7 +55,7 @@ def execute_pack(run_dirs: list[Path], progress: bool | None = None) -> list[dic
 
     The pack's checkpoint lives in ``<out_dir>/packs/<id>/`` (``pack.json`` names the members);
     every member's record is its own and says ``pack``. Run directories must be prepared and not
-    completed; the grid planner (``grid.make_units``) forms packs only of such runs.
+    completed; the grid planner (``pack.make_units``) forms packs only of such runs.
     """
     from contextlib import ExitStack
 
