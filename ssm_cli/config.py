@@ -180,7 +180,9 @@ def _check_interpolations(cfg: DictConfig) -> None:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """8 hex digits identifying what a run computes (seed included, paths and launcher not)."""
+    """8 hex digits identifying what a run computes, except its seed: the seed lives in ``run``
+    (left out, as paths and the launcher are), so the seeds of one configuration share the hash
+    (the run directory ``seed<seed>-<hash>`` adds the seed) and ``ssm table`` averages exactly them."""
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in HASH_EXCLUDED:
         parts = key.split(".")
