@@ -63,7 +63,7 @@ def test_every_format_shows_preset_protocol_and_overrides(tmp_path):
     assert md.startswith("| ablation | dataset | preset | protocol | variant | overrides |")
     assert "| short | synthetic | zoh | model.d_state=64 |" in md
     latex = render(rows, "latex")
-    assert r"model.d\_state=64" in latex and "short" in latex and latex.count(r"\\") == 4
+    assert r"model.d\_state=64" in latex and "short" in latex and latex.count(" \\\\\n") == 3  # header and two rows
     rich = render(rows, "rich")
     assert "short" in rich and "model.d_state=64" in rich and "preset" in rich
 
