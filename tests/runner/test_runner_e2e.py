@@ -1,6 +1,7 @@
 """The real command line end to end on CPU: grids, records, resume after kill -9, NaN, tables."""
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -144,7 +145,9 @@ def test_two_processes_never_run_the_same_run(tmp_path):
     prepare(r)
     with run_lock(r.run_dir) as held:
         assert held
-        assert execute(r.run_dir)["status"] == "locked"
+        locked = execute(r.run_dir)
+        assert locked["status"] == "locked"
+        assert locked["holder"] == {"host": platform.node(), "pid": os.getpid()}
     assert execute(r.run_dir)["status"] == "completed"
 
 
