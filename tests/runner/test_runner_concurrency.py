@@ -40,7 +40,7 @@ def test_a_run_held_elsewhere_is_reported_skipped_and_completed_by_a_rerun(ssm, 
 
 def test_two_grids_at_once_record_every_run_exactly_once(tmp_path):
     out = tmp_path / "runs"
-    args = [sys.executable, "-m", "ssm_cli.cli.main", "run", "ablation=disc", "seeds=[0,1]", f"out_dir={out}", *SMOKE]
+    args = [sys.executable, "-m", "ssm_cli.cli.main", "run", "ablation=disc", "seeds=[0]", f"out_dir={out}", *SMOKE]
     env = {**os.environ, "COLUMNS": "200", "SSM_DATA": str(tmp_path / "data")}
     procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -50,6 +50,6 @@ def test_two_grids_at_once_record_every_run_exactly_once(tmp_path):
         assert "Traceback" not in stderr and "MarkupError" not in stdout + stderr
     subprocess.run(args, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
     rs = records(out)
-    assert len(rs) == 4 and {r["status"] for r in rs.values()} == {"completed"}
-    assert {(r["variant"], r["seed"]) for r in rs.values()} == {(v, s) for v in ("zoh", "bilinear") for s in (0, 1)}
+    assert len(rs) == 2 and {r["status"] for r in rs.values()} == {"completed"}
+    assert {(r["variant"], r["seed"]) for r in rs.values()} == {(v, s) for v in ("zoh", "bilinear") for s in (0,)}
     assert all(r["attempts"] == 1 for r in rs.values())  # nothing trained twice, nothing half-trained
