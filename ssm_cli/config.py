@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from ssm_cli.errors import UserError
 from ssm_cli.values import AnyOf, ListOf, Range, check
 
-CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parents[1] / "conf"))
+# The config tree ships inside the package (``ssm_cli/conf``, in the checkout a link to the
+# repository's ``conf/``), so an installed wheel finds it from any directory; SSM_CONF overrides it.
+CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parent / "conf"))
 
 # Keys that describe where/how a run executes, not what it computes: left out of the config hash.
 HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name", "run",
