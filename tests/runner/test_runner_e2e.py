@@ -163,5 +163,5 @@ def test_plot_writes_png(ssm, tmp_path):
     out = tmp_path / "runs"
     ssm("run", "ablation=B", "seeds=[0]", f"out_dir={out}", *SMOKE)
     p = ssm("plot", str(out))
-    png = out / "curves-B-synthetic.png"
+    png = out / "curves-B-synthetic-smoke-val_acc.png"
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
