@@ -50,7 +50,7 @@ def test_table_formats(ssm, tmp_path):
     md = ssm("table", str(out), "--format", "md").stdout
     assert md.startswith("| ablation |") and "| zoh |" in md
     csv = ssm("table", str(out), "--format", "csv").stdout.splitlines()
-    assert csv[0].startswith("ablation,dataset,variant,metric,mean,std,n,paper") and len(csv) == 3
+    assert csv[0].startswith("ablation,dataset,preset,protocol,variant,overrides,config_hash,metric,mean,std,n,paper") and len(csv) == 3
     latex = ssm("table", str(out), "--format", "latex").stdout
     assert r"\begin{tabular}" in latex and r"$\pm$" in latex
     target = tmp_path / "t.md"
