@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from ssm_cli.errors import UserError
 from ssm_cli.values import AnyOf, ListOf, Range, check
 
-CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parents[1] / "conf"))
+# The config tree ships inside the package (``ssm_cli/conf``, in the checkout a link to the
+# repository's ``conf/``), so an installed wheel finds it from any directory; SSM_CONF overrides it.
+CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parent / "conf"))
 
 # Keys that describe where/how a run executes, not what it computes: left out of the config hash.
 HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name", "run",
@@ -180,7 +182,9 @@ def _check_interpolations(cfg: DictConfig) -> None:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """8 hex digits identifying what a run computes (seed included, paths and launcher not)."""
+    """8 hex digits identifying what a run computes, except its seed: the seed lives in ``run``
+    (left out, as paths and the launcher are), so the seeds of one configuration share the hash
+    (the run directory ``seed<seed>-<hash>`` adds the seed) and ``ssm table`` averages exactly them."""
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in HASH_EXCLUDED:
         parts = key.split(".")

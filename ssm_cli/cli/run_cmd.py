@@ -6,6 +6,7 @@ import sys
 
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -18,7 +19,13 @@ from ssm_cli.train.record import read_record
 
 console = Console()
 STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow",
-                "interrupted": "yellow", "new": ""}
+                "interrupted": "yellow", "running elsewhere": "yellow", "new": ""}
+
+
+def styled(status: str) -> str:
+    """``status`` as rich markup in its colour (escaped: no status or message is read as markup)."""
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{escape(status)}[/]" if style else escape(status)
 
 
 def show_plan(runs) -> None:
@@ -27,7 +34,7 @@ def show_plan(runs) -> None:
         t.add_column(col)
     for r in runs:
         s = r.status
-        t.add_row(r.variant, str(r.seed), f"[{STATUS_STYLE.get(s, '')}]{s}[/]" if STATUS_STYLE.get(s) else s, str(r.run_dir))
+        t.add_row(escape(r.variant), str(r.seed), styled(s), escape(str(r.run_dir)))
     console.print(t)
 
 
@@ -56,14 +63,17 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
         raise
 
 
-def summarize(runs, overrides: list[str]) -> int:
+def summarize(runs, overrides: list[str], elsewhere: frozenset = frozenset()) -> int:
     """One line saying what of the grid is not completed and the command that finishes it, on
-    stderr; returns how many runs are not completed (0: nothing printed)."""
+    stderr; returns how many runs are not completed (0: nothing printed). ``elsewhere``: the run
+    directories found held by another process (counted as running elsewhere unless completed)."""
     counts: dict[str, int] = {}
     data_files: list[str] = []
     for r in runs:
         record = read_record(r.run_dir) or {}
         status = record.get("status", "new")
+        if r.run_dir in elsewhere and status != "completed":
+            status = "running elsewhere"
         if status in ("new", "pending", "running"):  # running: the process ended without a word (kill -9)
             status = "interrupted" if status == "running" else "not started"
         counts[status] = counts.get(status, 0) + 1
@@ -72,7 +82,7 @@ def summarize(runs, overrides: list[str]) -> int:
     left = len(runs) - counts.pop("completed", 0)
     if not left:
         return 0
-    order = ("not started", "interrupted", "failed", "diverged")
+    order = ("not started", "interrupted", "running elsewhere", "failed", "diverged")
     parts = ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
     command = shlex.join(["ssm", "run", *overrides])
     if counts.get("failed") or counts.get("diverged"):
@@ -115,8 +125,13 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
             extra = f" {record.get('metric')}={result:.2f}" if isinstance(result, float) else ""
             if status in ("failed", "diverged"):
                 extra += f" ({record.get('error')})"
-            progress.console.print(f"  {r.variant} seed {r.seed}: [{STATUS_STYLE.get(status, '')}]{status}[/]{extra}",
-                                   highlight=False)
+            shown = status
+            if status == "locked":  # another process runs it now: skipped here, a later rerun finds it done
+                holder = record.get("holder") or {}
+                shown = "running elsewhere"
+                extra = f" (host {holder.get('host') or '?'}, pid {holder.get('pid') or '?'}); skipped"
+            progress.console.print(f"  {escape(r.variant)} seed {r.seed}: {styled(shown)}"
+                                   f"{escape(extra)}", highlight=False)
             progress.advance(task)
 
         launcher = first.launcher
@@ -140,8 +155,5 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
                    and r.get("preset") == first.preset.name]
         print(render(aggregate(records), "rich"), end="")
     trace("grid done")
-    locked = outcomes.get("locked", 0)  # running in another process right now: that one reports them
-    left = summarize([r for r in runs if r.run_dir not in running_elsewhere], overrides)
-    if locked:
-        print(f"{locked} run(s) are being run by another process", file=sys.stderr, flush=True)
+    left = summarize(runs, overrides, frozenset(running_elsewhere))
     return 1 if left else 0

@@ -22,7 +22,7 @@ from ssm_cli.config import compose, config_hash, preset_overrides
 from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.paths import check_writable
 from ssm_cli.trace import trace
-from ssm_cli.train.record import CONFIG, data_file_changed, read_record, set_aside_unreadable_record
+from ssm_cli.train.record import CONFIG, data_file_changed, locked_record, read_record, set_aside_unreadable_record
 
 SINGLE = "single"  # the ablation folder of runs made without an ablation
 
@@ -101,8 +101,8 @@ def prepare(run: PlannedRun) -> None:
         print(f"warning: unreadable record of {run.variant} seed {run.seed} kept as {aside}; "
               f"the run gets a new record", file=sys.stderr, flush=True)
     path = run.run_dir / CONFIG
-    if not path.exists():
-        tmp = path.with_name(f".{CONFIG}.tmp")
+    if not path.exists():  # a temporary file of this process's own: two grids may prepare a run at once
+        tmp = path.with_name(f".{CONFIG}.{os.getpid()}.tmp")
         OmegaConf.save(run.cfg, tmp, resolve=True)
         os.replace(tmp, path)
 
@@ -218,10 +218,21 @@ def run_local(units: list[list[PlannedRun]], jobs: int, on_done) -> None:
                 if p.poll() is not None:
                     active.remove((p, unit))
                     for r in unit:
-                        on_done(r, read_record(r.run_dir) or {"status": "failed", "error": f"worker exit {p.returncode}"})
+                        on_done(r, _outcome(r, p.returncode))
     except Interrupted:
         stop_workers([p for p, _ in active])
         raise
+
+
+def _outcome(run: PlannedRun, returncode: int) -> dict:
+    """The record of a run after its worker exited. A worker that found runs held by another
+    process exits ``LOCKED_EXIT``; those runs' records are the holder's, not final yet."""
+    from ssm_cli.train.worker import LOCKED_EXIT
+
+    record = read_record(run.run_dir)
+    if returncode == LOCKED_EXIT and (record is None or record.get("status") in ("pending", "running")):
+        return locked_record(run.run_dir)
+    return record or {"status": "failed", "error": f"worker exit {returncode}"}
 
 
 def stop_workers(procs: list[subprocess.Popen], grace: float = 60.0) -> None:

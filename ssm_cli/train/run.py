@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.errors import DataFileError, Interrupted, UserError
 from ssm_cli.train.device import resolve_device, torch_flags
-from ssm_cli.train.record import (CHECKPOINT, CONFIG, best_epoch, environment, file_state, read_record, run_lock,
-                                  set_aside_corrupt_checkpoint, write_json_atomic)
+from ssm_cli.train.record import (CHECKPOINT, CONFIG, best_epoch, environment, file_state, locked_record, read_record,
+                                  run_lock, set_aside_corrupt_checkpoint, write_json_atomic)
 
 
 def new_record(cfg: DictConfig, run_dir: Path) -> dict:
@@ -37,13 +37,14 @@ def new_record(cfg: DictConfig, run_dir: Path) -> dict:
 def execute(run_dir: Path, progress: bool | None = None) -> dict:
     """Run (or resume, or skip) the run in ``run_dir``; returns its record.
 
-    Returns ``{"status": "locked"}`` if another process is running it right now.
+    Returns ``{"status": "locked", "holder": {"host", "pid"}}`` if another process is running it
+    right now (``record.locked_record``).
     """
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / CONFIG)
     with run_lock(run_dir) as acquired:
         if not acquired:
-            return {"status": "locked", "run_dir": str(run_dir)}
+            return locked_record(run_dir)
         record = read_record(run_dir) or new_record(cfg, run_dir)
         if record["status"] == "completed":
             return record
@@ -66,17 +67,24 @@ def execute_pack(run_dirs: list[Path], progress: bool | None = None) -> list[dic
         return [execute(run_dirs[0], progress)]
     cfgs = [OmegaConf.load(d / CONFIG) for d in run_dirs]
     with ExitStack() as stack:
-        if not all([stack.enter_context(run_lock(d)) for d in run_dirs]):
-            return [{"status": "locked", "run_dir": str(d)} for d in run_dirs]
+        held = [stack.enter_context(run_lock(d)) for d in run_dirs]
         records = [read_record(d) or new_record(c, d) for c, d in zip(cfgs, run_dirs)]
-        done = [str(d) for d, r in zip(run_dirs, records) if r["status"] == "completed" or (d / CHECKPOINT).exists()]
-        if done:
-            raise RuntimeError(f"runs already completed or with a checkpoint of their own cannot join a pack: {done}")
-        pdir = pack_dir(cfgs[0].out_dir, run_dirs)
-        write_pack(pdir, run_dirs)
-        for k, r in enumerate(records):
-            r["pack"] = {"dir": str(pdir), "index": k, "members": [str(d) for d in run_dirs]}
-        return _fit(cfgs, run_dirs, records, pdir / CHECKPOINT, progress)
+        if all(held) and not any(r["status"] == "completed" for r in records):
+            done = [str(d) for d in run_dirs if (d / CHECKPOINT).exists()]
+            if done:
+                raise RuntimeError(f"runs with a checkpoint of their own cannot join a pack: {done}")
+            pdir = pack_dir(cfgs[0].out_dir, run_dirs)
+            write_pack(pdir, run_dirs)
+            for k, r in enumerate(records):
+                r["pack"] = {"dir": str(pdir), "index": k, "members": [str(d) for d in run_dirs]}
+            return _fit(cfgs, run_dirs, records, pdir / CHECKPOINT, progress)
+    # members that another process holds, or completed since the grid was planned, are reported
+    # as they are; the others train as a smaller pack
+    settled = {d: (r if h else locked_record(d)) for d, h, r in zip(run_dirs, held, records)
+               if not h or r["status"] == "completed"}
+    rest = [d for d in run_dirs if d not in settled]
+    trained = dict(zip(rest, execute_pack(rest, progress))) if rest else {}
+    return [settled[d] if d in settled else trained[d] for d in run_dirs]
 
 
 def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt: Path,
