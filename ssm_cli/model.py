@@ -45,8 +45,8 @@ def check_model_config(model_cfg: DictConfig) -> None:
         if key in backbone or key in ("d_model", "n_layers", "d_state"):
             check(f"model.{key}", backbone.get(key), valid)
     # Building one core runs exactly the checks the real model's will (unknown option, bad value);
-    # the S4 core's l_max (null: the data's length, unknown here) by a stand-in length.
-    if backbone["core"] == "s4" and core_options.get("l_max") is None:
+    # a core's l_max (S4, Liquid-S4, SGConv; null: the data's length, unknown here) by a stand-in length.
+    if "l_max" in core_options and core_options["l_max"] is None:
         core_options["l_max"] = 16
     build(backbone["core"], d_model=backbone["d_model"], d_state=backbone["d_state"], **core_options)
 
@@ -58,8 +58,8 @@ def build_model(model_cfg: DictConfig, spec: DataSpec, compile_post: bool = Fals
     from ssm_cli.layers import SequenceModel
 
     backbone, core_options = split_model_config(model_cfg)
-    if backbone.get("core") == "s4" and core_options.get("l_max") is None:
-        core_options["l_max"] = spec.seq_len  # the length whose C~ the S4 core stores
+    if "l_max" in core_options and core_options["l_max"] is None:
+        core_options["l_max"] = spec.seq_len  # S4's stored C~ length; SGConv's number of scales
     return SequenceModel(
         d_input=spec.d_input,
         d_output=spec.d_output,

@@ -102,6 +102,8 @@ class Block(nn.Module):
         self.glu = final_act == "glu"
         self.out = nn.Linear(d_core, 2 * d_model if self.glu else d_model)
         self.final_act = _activation("gelu" if final_act == "gelu" else "identity")
+        if getattr(core, "mixer", False):  # the core is the whole mixer (GSS): no activation or linear after it
+            self.act, self.out, self.glu, self.final_act = nn.Identity(), nn.Identity(), False, nn.Identity()
         # opt-in: torch.compile the real-valued elementwise/GEMM tail (activation, dropout, linear,
         # residual, norm), where fusion saves full passes, and the core's spectral products (as real
         # arithmetic); the FFTs and the kernel stay eager.

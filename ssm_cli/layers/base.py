@@ -51,6 +51,14 @@ class SSMCore(nn.Module):
     channels: int
     bidirectional: bool
     compile_spectra: bool = False  # FFT convolution's spectral products torch.compile'd (CUDA; fftconv.conv)
+    # True: ``forward`` is exactly conv(u, conv_kernel) + D u, so a pack may convolve the kernels of
+    # several cores itself (``packed.PackedModel``). False: the core computes more than that
+    # (Liquid-S4's input products, GSS's gated unit) and must be run through its own ``forward``;
+    # ``train/pack.py`` then gives its runs packs of their own.
+    kernel_only: bool = True
+    # True: the core's output (B, L, H) is the block's whole mixer (GSS brings its projections and
+    # gate): the block applies no activation and no output linear after it (``backbone.Block``).
+    mixer: bool = False
 
     def _init_D(self, generator: torch.Generator | None = None) -> None:
         self.D = nn.Parameter(torch.randn(self.channels, self.d_model, generator=generator))  # (C H)

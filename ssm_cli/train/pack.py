@@ -39,7 +39,16 @@ def pack_key(cfg: DictConfig) -> str:
     d["model"] = {k: model[k] for k in BACKBONE_KEYS if k in model and k != "core"}
     d["model"].update(bidirectional=model.get("bidirectional", False), channels=model.get("channels", 1))
     d["seed"] = cfg.run.seed
+    if not core_packs_by_kernel(model["core"]):  # a pack convolves kernels: such a core's runs go alone
+        d["alone"] = cfg.run.config_hash
     return json.dumps(d, sort_keys=True, default=str)
+
+
+def core_packs_by_kernel(core: str) -> bool:
+    """Whether core ``core``'s output is its kernel's convolution alone (``SSMCore.kernel_only``)."""
+    from ssm_cli.layers.registry import spec
+
+    return getattr(spec(core).factory, "kernel_only", True)
 
 
 def pack_dir(out_dir: str | Path, run_dirs: list[Path]) -> Path:
