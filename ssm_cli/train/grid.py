@@ -68,9 +68,13 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
         names = [v["name"] for v in variants]
         if len(set(names)) != len(names):
             raise UserError(f"ablation {ablation_name!r} has duplicate variant names: {names}")
+        kept = [v["name"] for v in available_variants(ablation_name, variants)]  # indices stay the declared ones
+        variants = [v if v["name"] in kept else None for v in variants]
     trace("base config composed")
     runs = []
     for index, variant in enumerate(variants):
+        if variant is None:
+            continue
         v_overrides = list(variant.get("overrides") or [])
         cfg = base
         if v_overrides:  # composed once: the protocol and epochs its preset adds guessed from the base's
@@ -88,8 +92,27 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
             run_dir = Path(c.out_dir) / ablation_name / c.dataset.name / variant["name"] / f"seed{seed}-{h}"
             runs.append(PlannedRun(ablation_name, c.dataset.name, variant["name"], int(seed),
                                    list(overrides) + v_overrides, c, run_dir))
-    trace(f"configs composed: {len(variants)} variant(s), {len(runs)} run(s)")
+    trace(f"configs composed: {sum(v is not None for v in variants)} variant(s), {len(runs)} run(s)")
     return runs
+
+
+def available_variants(ablation: str, variants: list[dict]) -> list[dict]:
+    """The variants whose ``requires_core`` (if any) is a registered core; each one left out is
+    named on stderr (e.g. ``s5`` in ``ablation=family`` before the S5 core exists)."""
+    from ssm_cli.layers.registry import names
+
+    cores = set(names())
+    kept = []
+    for v in variants:
+        need = v.get("requires_core")
+        if need is not None and need not in cores:
+            print(f"warning: ablation {ablation!r} skips variant {v['name']!r}: it needs the core {need!r}, "
+                  f"which is not registered (registered: {', '.join(sorted(cores))})", file=sys.stderr, flush=True)
+            continue
+        kept.append(v)
+    if not kept:
+        raise UserError(f"ablation {ablation!r} has no variant whose core is registered")
+    return kept
 
 
 def prepare(run: PlannedRun) -> None:
