@@ -64,9 +64,35 @@ MiB = 2 ** 20
 
 
 # ---- models ------------------------------------------------------------------------------------
+def model_core_options(name: str, a: argparse.Namespace) -> dict:
+    """The core options of conf/model/<name>.yaml with the sCIFAR protocol's (bidirectional, SSM lr);
+    a null l_max is the benchmark's L (as the runner gives it the data's length)."""
+    from omegaconf import OmegaConf
+
+    from ssm_cli.config import CONF_DIR
+    from ssm_cli.train.model import BACKBONE_KEYS
+
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    if not path.exists():
+        raise SystemExit(f"error: no model {name!r} (conf/model/{name}.yaml)")
+    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    opts = {k: v for k, v in cfg.items() if k not in BACKBONE_KEYS}
+    opts.update(bidirectional=True, lr=a.ssm_lr)
+    if "l_max" in opts and opts["l_max"] is None:
+        opts["l_max"] = a.L
+    return opts
+
+
 def build_ours(a: argparse.Namespace, block: int | None = None, compile_post: bool = False) -> nn.Module:
     """Our sCIFAR ablation model (conf/model/s4d.yaml + conf/protocol/scifar.yaml); ``block``: the
-    Vandermonde block length (None: the kernel's automatic choice)."""
+    Vandermonde block length (None: the kernel's automatic choice). ``--model NAME`` other than
+    s4d: the same backbone around core NAME with the options of conf/model/NAME.yaml."""
+    if a.model != "s4d":
+        return SequenceModel(
+            a.d_input, a.classes, d_model=a.d_model, n_layers=a.n_layers, core=a.model, d_state=a.d_state,
+            core_options=model_core_options(a.model, a), norm="layer", prenorm=False, dropout=a.dropout,
+            tie_dropout=True, activation="gelu", final_act="identity", pool="mean",
+            dropout_sites=a.dropout_sites, compile_post=compile_post)
     return SequenceModel(
         a.d_input, a.classes, d_model=a.d_model, n_layers=a.n_layers, core="s4d", d_state=a.d_state,
         core_options=dict(init="inv", disc="zoh", bidirectional=True, n_ssm=a.n_ssm or None, lr=a.ssm_lr,
@@ -444,6 +470,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--L", type=int, default=1024, help="sequence length of the random data")
     p.add_argument("--d-input", type=int, default=3)
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--model", default="s4d",
+                   help="our model: a conf/model/ name (s4d, s4, dss, mega_ema, gss, sgconv, liquid_s4, dlr...); "
+                        "the reference is always the authors' S4D")
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--d-state", type=int, default=64)
