@@ -12,6 +12,8 @@ the SSM groups (lr 0.001, wd 0 for dt, A, B; lr 0.01, wd 0.01 for everything els
 
 * ours:       ``ssm_cli.layers.SequenceModel`` with the options of conf/model/s4d.yaml + the sCIFAR
               protocol (conf/protocol/scifar.yaml), groups from ``ssm_cli.layers.param_groups``.
+              ``--model NAME`` (e.g. mega_ema, gss, sgconv, liquid_s4, dlr): the same backbone around
+              core NAME with conf/model/NAME.yaml's core options (bidirectional, SSM lr as above).
 * reference:  the standalone ``s4.py`` of state-spaces/s4, imported from ``--reference PATH`` with
               importlib (never copied into the repository), ``S4Block(mode='diag', init='diag-inv')``
               inside the same tiny backbone (``RefModel`` below), groups built from the ``_optim``
