@@ -238,3 +238,15 @@ def test_non_kernel_cores_pack_alone():
 
     assert pack_key(cfg("s4d", "a")) == pack_key(cfg("s4d", "b"))
     assert pack_key(cfg("gss", "a")) != pack_key(cfg("gss", "b"))
+
+
+def test_pack_of_kernel_cores_equals_its_members():
+    """mega_ema, sgconv and dlr pack with s4d (``kernel_only``): the pack's outputs are the members'."""
+    from ssm_cli.layers.packed import PackedModel
+
+    kw = dict(d_model=4, n_layers=2, d_state=4, dropout=0.0)
+    members = [SequenceModel(2, 3, core=c, core_options=dict(o, bidirectional=True), **kw).double()
+               for c, o in (("s4d", {}), ("mega_ema", {}), ("sgconv", {"l_max": 12}), ("dlr", {}))]
+    x = torch.randn(3, 12, 2, dtype=torch.float64)
+    want = torch.stack([m(x) for m in members])  # (K B d_output)
+    torch.testing.assert_close(PackedModel(members)(x), want, rtol=1e-9, atol=1e-10)
