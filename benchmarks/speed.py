@@ -72,7 +72,7 @@ def model_core_options(name: str, a: argparse.Namespace) -> dict:
     from omegaconf import OmegaConf
 
     from ssm_cli.config import CONF_DIR
-    from ssm_cli.train.model import BACKBONE_KEYS
+    from ssm_cli.model import BACKBONE_KEYS
 
     path = CONF_DIR / "model" / f"{name}.yaml"
     if not path.exists():
