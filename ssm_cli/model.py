@@ -51,10 +51,10 @@ def check_model_config(model_cfg: DictConfig) -> None:
     build(backbone["core"], d_model=backbone["d_model"], d_state=backbone["d_state"], **core_options)
 
 
-def build_model(model_cfg: DictConfig, spec: DataSpec, compile_post: bool = False):
+def build_model(model_cfg: DictConfig, spec: DataSpec, compiled: bool = False):
     """The network for a dataset: encoder from the data's input kind, decoder to its outputs.
 
-    compile_post: torch.compile each block's real-valued tail (a speed option, same numbers)."""
+    compiled: torch.compile of the blocks' real-valued tails and spectral products (a speed option, same numbers)."""
     from ssm_cli.layers import SequenceModel
 
     backbone, core_options = split_model_config(model_cfg)
@@ -67,12 +67,12 @@ def build_model(model_cfg: DictConfig, spec: DataSpec, compile_post: bool = Fals
         vocab_size=spec.vocab_size,
         two_tower=spec.two_tower,
         core_options=core_options,
-        compile_post=compile_post,
+        compiled=compiled,
         **backbone,
     )
 
 
-def build_models(model_cfgs: list[DictConfig], spec: DataSpec, compile_post: bool = False, seed: int | None = None):
+def build_models(model_cfgs: list[DictConfig], spec: DataSpec, compiled: bool = False, seed: int | None = None):
     """One ``SequenceModel`` for one config; a ``PackedModel`` of K members for K configs.
 
     With ``seed``, ``torch.manual_seed(seed)`` runs before each member is built, so member k
@@ -85,7 +85,7 @@ def build_models(model_cfgs: list[DictConfig], spec: DataSpec, compile_post: boo
     for c in model_cfgs:
         if seed is not None:
             torch.manual_seed(seed)
-        models.append(build_model(c, spec, compile_post=compile_post and len(model_cfgs) == 1))
+        models.append(build_model(c, spec, compiled=compiled and len(model_cfgs) == 1))
     if len(models) == 1:
         return models[0]
-    return PackedModel(models, compile_post=compile_post)
+    return PackedModel(models, compiled=compiled)
