@@ -44,6 +44,10 @@ ACTIVATIONS = ("gelu", "relu", "silu", "identity")
 FINAL_ACTS = ("identity", "gelu", "glu")
 POOLS = ("mean", "last")
 DROPOUT_SITES = ("reference", "single")
+# post-norm blocks of convolution cores: the block input's gradients summed in the convolution's
+# backward (fftconv.conv(residual=True)); False leaves the sum to autograd (same numbers, slower;
+# benchmarks/pack_speed.py --residual compares the two)
+FUSE_RESIDUAL = True
 
 
 class TiedDropout(nn.Module):
@@ -211,7 +215,8 @@ def block_forward(blocks: list[Block], post, x: torch.Tensor, rate: float, compi
     b0 = blocks[0]
     norms = [b.norm for b in blocks]
     u = member_norm(x, norms) if b0.prenorm else x  # (B L K*H)
-    y, r = core_outputs([b.core for b in blocks], u, rate, residual=not b0.prenorm, compiled=compiled)
+    y, r = core_outputs([b.core for b in blocks], u, rate, residual=FUSE_RESIDUAL and not b0.prenorm,
+                        compiled=compiled)
     if not b0.prenorm:
         x = r  # the core's input was the residual stream
     W, bias = stack([b.out.weight for b in blocks]), stack([b.out.bias for b in blocks])  # (K O C*H), (K O)
