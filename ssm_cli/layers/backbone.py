@@ -322,7 +322,7 @@ class SequenceModel(nn.Module):
         opts = dict(core_options or {})
         seed = opts.pop("seed", None)  # an int seed: layer i gets seed + i (identical layers otherwise)
         self.blocks = nn.ModuleList(
-            Block(d_model, build(core, d_model, d_state, seed=None if seed is None else seed + i, **opts),
+            Block(d_model, build(core, d_model, d_state, **opts, **({} if seed is None else {"seed": seed + i})),
                   norm=norm, prenorm=prenorm, dropout=dropout, tie_dropout=tie_dropout, activation=activation,
                   final_act=final_act, dropout_sites=dropout_sites)
             for i in range(n_layers))
