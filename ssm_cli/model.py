@@ -38,16 +38,15 @@ def split_model_config(model_cfg: DictConfig) -> tuple[dict, dict]:
 
 def check_model_config(model_cfg: DictConfig) -> None:
     """Raise UserError for an unknown core, core option or backbone value (before anything runs)."""
-    from ssm_cli.layers import build
+    from ssm_cli.layers.registry import build, with_seq_len
 
     backbone, core_options = split_model_config(model_cfg)
     for key, valid in BACKBONE_VALID.items():
         if key in backbone or key in ("d_model", "n_layers", "d_state"):
             check(f"model.{key}", backbone.get(key), valid)
     # Building one core runs exactly the checks the real model's will (unknown option, bad value);
-    # the S4 core's l_max (null: the data's length, unknown here) by a stand-in length.
-    if backbone["core"] == "s4" and core_options.get("l_max") is None:
-        core_options["l_max"] = 16
+    # a sequence length the core needs (the data's, unknown here) by a stand-in length.
+    core_options = with_seq_len(backbone["core"], core_options, 16)
     build(backbone["core"], d_model=backbone["d_model"], d_state=backbone["d_state"], **core_options)
 
 
@@ -56,10 +55,10 @@ def build_model(model_cfg: DictConfig, spec: DataSpec, compiled: bool = False):
 
     compiled: torch.compile of the blocks' real-valued tails and spectral products (a speed option, same numbers)."""
     from ssm_cli.layers import SequenceModel
+    from ssm_cli.layers.registry import with_seq_len
 
     backbone, core_options = split_model_config(model_cfg)
-    if backbone.get("core") == "s4" and core_options.get("l_max") is None:
-        core_options["l_max"] = spec.seq_len  # the length whose C~ the S4 core stores
+    core_options = with_seq_len(backbone["core"], core_options, spec.seq_len)  # e.g. S4's l_max
     return SequenceModel(
         d_input=spec.d_input,
         d_output=spec.d_output,

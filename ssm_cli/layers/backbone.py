@@ -229,33 +229,35 @@ def block_forward(blocks: list[Block], post, x: torch.Tensor, rate: float, compi
     return out
 
 
+def members_features(members: list, posts: list, x: torch.Tensor, rate: float, compiled: bool) -> torch.Tensor:
+    """Pooled features (B, K, H) of K ``SequenceModel`` s for one tower, on a shared input x."""
+    K, m0 = len(members), members[0]
+    encs = [m.encoder for m in members]
+    if isinstance(encs[0], nn.Embedding):
+        h = cat([e(x) for e in encs], -1)  # (B L K*H)
+    else:  # the input is shared: K encoders are one linear map to K*H features
+        h = F.linear(x, cat([e.weight for e in encs], 0), cat([e.bias for e in encs], 0))  # (B L K*H)
+    # float32 residual stream from the start (under autocast the linear gives bf16; the blocks
+    # return float32): every block's compiled tail then sees one input signature
+    h = h.to(torch.promote_types(h.dtype, torch.float32))
+    for i, post in enumerate(posts):
+        h = block_forward([m.blocks[i] for m in members], post, h, rate, compiled)  # (B L K*H)
+    if m0.prenorm:
+        h = member_norm(h, [m.final_norm for m in members])  # (B L K*H)
+    h = h.unflatten(-1, (K, -1))  # (B L K H)
+    return h.mean(1) if m0.pool == "mean" else h[:, -1]  # (B K H)
+
+
 def members_forward(members: list, posts: list, x: torch.Tensor, rate: float, compiled: bool) -> torch.Tensor:
     """The network of K ``SequenceModel`` s on a shared input x -> logits (K, B, d_output)."""
     K, m0 = len(members), members[0]
-
-    def features(x: torch.Tensor) -> torch.Tensor:  # pooled features (B, K, H) of one tower
-        encs = [m.encoder for m in members]
-        if isinstance(encs[0], nn.Embedding):
-            h = cat([e(x) for e in encs], -1)  # (B L K*H)
-        else:  # the input is shared: K encoders are one linear map to K*H features
-            h = F.linear(x, cat([e.weight for e in encs], 0), cat([e.bias for e in encs], 0))  # (B L K*H)
-        # float32 residual stream from the start (under autocast the linear gives bf16; the blocks
-        # return float32): every block's compiled tail then sees one input signature
-        h = h.to(torch.promote_types(h.dtype, torch.float32))
-        for i, post in enumerate(posts):
-            h = block_forward([m.blocks[i] for m in members], post, h, rate, compiled)  # (B L K*H)
-        if m0.prenorm:
-            h = member_norm(h, [m.final_norm for m in members])  # (B L K*H)
-        h = h.unflatten(-1, (K, -1))  # (B L K H)
-        return h.mean(1) if m0.pool == "mean" else h[:, -1]  # (B K H)
-
     if m0.two_tower:
         B_ = x.shape[0]
-        f = features(x.flatten(0, 1)).unflatten(0, (B_, 2))  # (B 2 K H): documents interleaved
-        a, b = f[:, 0], f[:, 1]  # (B K H)
+        f = members_features(members, posts, x.flatten(0, 1), rate, compiled).unflatten(0, (B_, 2))  # (B 2 K H)
+        a, b = f[:, 0], f[:, 1]  # (B K H): documents interleaved
         joint = torch.cat([a, b, a * b, a - b], -1)  # (B K 4H)
         return stack([m.decoder(joint[:, k]) for k, m in enumerate(members)])  # (K B O)
-    f = features(x)  # (B K H)
+    f = members_features(members, posts, x, rate, compiled)  # (B K H)
     if K == 1:
         return m0.decoder(f[:, 0])[None]  # (1 B O)
     W, b = torch.stack([m.decoder.weight for m in members]), torch.stack([m.decoder.bias for m in members])
@@ -335,6 +337,10 @@ class SequenceModel(nn.Module):
         self.compiled = compiled
         self._posts = _Posts(compiled)
 
+    def features(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        """Pooled features (B, H) of one tower."""
+        return members_features([self], self._posts(self.blocks), x, rate, self.compiled)[:, 0]  # (B H)
+
     def forward(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
         return members_forward([self], self._posts(self.blocks), x, rate, self.compiled)[0]  # (B d_output)
 
@@ -372,6 +378,10 @@ class PackedModel(nn.Module):
         self.K = len(members)
         self.compiled = compiled
         self._posts = _Posts(compiled)
+
+    def features(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        """Pooled features (B, K, H) of one tower."""
+        return members_features(list(self.members), self._posts(self.members[0].blocks), x, rate, self.compiled)
 
     def forward(self, x: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
         return members_forward(list(self.members), self._posts(self.members[0].blocks), x, rate, self.compiled)

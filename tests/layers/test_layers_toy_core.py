@@ -96,7 +96,7 @@ def test_pack_of_toy_and_s4d_gives_each_member_its_own_gradient(toy, toy_core):
 def toy_conf(toy, tmp_path, monkeypatch):
     """conf/ with a conf/model/toy.yaml (the S4D file's backbone keys, the toy's options)."""
     import ssm_cli.config as config
-    from ssm_cli.train.model import BACKBONE_KEYS
+    from ssm_cli.model import BACKBONE_KEYS
 
     conf = tmp_path / "conf"
     shutil.copytree(config.CONF_DIR, conf)

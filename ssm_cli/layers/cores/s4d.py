@@ -44,33 +44,31 @@ def _tile(x: torch.Tensor, H: int) -> torch.Tensor:
 class DiagonalSSM(SSMCore):
     """S4D core: u (B, L, H) float -> y (B, L, C*H), the linear SSM with D; no activation.
 
-    Args (all keywords; ``options.DIAGONAL`` holds the same table):
+    Args (all keywords; their valid values and defaults: ``options.DIAGONAL``, the one table):
         d_model: H channels.  d_state: N, the real state size (even; N/2 complex modes).
-        init: inv | lin | legs | real | rand | ptd (default inv), see init.py / ptd.py.
-        disc: zoh | bilinear | dss (default zoh); dss = ZOH with the DSS softmax normalisation
-            over the L positions (so it is not invariant under a rate change: its kernel sums to
-            the same value at every resolution).
-        real_transform, imag_transform: exp | relu | sigmoid | softplus | none
-            (defaults exp, none): A = -f(A_real) + i g(A_imag).
-        dt_transform: exp | softplus (default exp): dt = f(log_dt); the same initial dt either way.
-        real_random, imag_random (False), real_scale, imag_scale (1.0): further init ablations.
-        trainable_B (True): False registers B as a buffer.  B_init: auto | ones | random
+        init: inv | lin | legs | real | rand | ptd, see init.py / ptd.py.
+        disc: zoh | bilinear | dss; dss = ZOH with the DSS softmax normalisation over the L
+            positions (so it is not invariant under a rate change: its kernel sums to the same
+            value at every resolution).
+        real_transform, imag_transform: exp | relu | sigmoid | softplus | none:
+            A = -f(A_real) + i g(A_imag).
+        dt_transform: exp | softplus: dt = f(log_dt); the same initial dt either way.
+        real_random, imag_random, real_scale, imag_scale: further init ablations.
+        trainable_B: False registers B as a buffer.  B_init: auto | ones | random
             (auto: HiPPO's B projected on the eigenvectors for legs/ptd, else ones).
-        bidirectional (False): a second C for a backward-in-time kernel, summed.
-        channels (1): output copies C.  n_ssm (None = H): copies of (A, B).
-        dt_min, dt_max (0.001, 0.1): log dt ~ U[log dt_min, log dt_max].
-        lr (0.001): lr of dt, A, B (wd 0).  lr_C (None): None = C in the global group; a float
-            gives C that lr and wd 0.
-        block (None = automatic): Vandermonde block length.  seed (None): init seed.
+        bidirectional: a second C for a backward-in-time kernel, summed.
+        channels: output copies C.  n_ssm (None = H): copies of (A, B).
+        dt_min, dt_max: log dt ~ U[log dt_min, log dt_max].
+        lr: lr of dt, A, B (wd 0).  lr_C: None = C in the global group; a float gives C that
+            lr and wd 0.
+        block (None = automatic): Vandermonde block length.  seed (None: torch's RNG): init seed.
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, *, init: str = "inv", disc: str = "zoh",
-                 real_transform: str = "exp", imag_transform: str = "none", dt_transform: str = "exp",
-                 real_random: bool = False,
-                 imag_random: bool = False, real_scale: float = 1.0, imag_scale: float = 1.0,
-                 trainable_B: bool = True, B_init: str = "auto", bidirectional: bool = False,
-                 channels: int = 1, n_ssm: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1,
-                 lr: float = 0.001, lr_C: float | None = None, block: int | None = None, seed: int | None = None):
+    def __init__(self, d_model: int, d_state: int, *, init: str, disc: str, real_transform: str,
+                 imag_transform: str, dt_transform: str, real_random: bool, imag_random: bool, real_scale: float,
+                 imag_scale: float, trainable_B: bool, B_init: str, bidirectional: bool, channels: int,
+                 n_ssm: int | None, dt_min: float, dt_max: float, lr: float, lr_C: float | None,
+                 block: int | None, seed: int | None):
         super().__init__()
         self.options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         H, N = d_model, d_state
