@@ -38,9 +38,10 @@ class CoreSpec:
 CORES: dict[str, CoreSpec] = {}
 # CORE_OPTIONS[name][option] = (valid, default): a view of CORES kept in step by register_core.
 CORE_OPTIONS: dict[str, dict[str, tuple]] = {}
-# Options that set the shape of a core's output (channels * H features; two-sided kernels): the
-# members of one pack must agree on them (``train/pack.py::pack_key``, ``backbone.check_packable``).
-SHAPE_OPTIONS = ("bidirectional", "channels")
+# Options that set the shape of a core's output (channels * H features; two-sided kernels), with
+# the value of a core that does not have the option: the members of one pack must agree on them
+# (``train/pack.py::pack_key``, ``backbone.check_packable``).
+SHAPE_OPTIONS = {"bidirectional": False, "channels": 1}
 
 
 def register_core(name: str, options: dict, doc: str = "", replace: bool = False,

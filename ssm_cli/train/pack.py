@@ -41,7 +41,7 @@ def pack_key(cfg: DictConfig) -> str:
         d.pop(key, None)
     model = d["model"]
     d["model"] = {k: model[k] for k in BACKBONE_KEYS if k in model and k != "core"}
-    d["model"].update({k: options.get(k) for k in SHAPE_OPTIONS})
+    d["model"].update({k: options.get(k, absent) for k, absent in SHAPE_OPTIONS.items()})
     d["seed"] = cfg.run.seed
     return json.dumps(d, sort_keys=True, default=str)
 
