@@ -262,9 +262,9 @@ def variants_from_args(a: argparse.Namespace) -> list[Variant]:
         for T in a.block or []:
             out.append(Variant(f"ours+graph+block{T}", "ours", graph=True, block=T))
         if a.compiled:
-            out.append(Variant("ours+graph+compiled", "ours", graph=True, compiled=True))
+            out.append(Variant("ours+graph+compile_post", "ours", graph=True, compiled=True))
             T = (a.block or [None])[0]
-            out.append(Variant(f"ours+graph+bf16+compiled{'+block%d' % T if T else ''}", "ours", graph=True,
+            out.append(Variant(f"ours+graph+bf16+compile_post{'+block%d' % T if T else ''}", "ours", graph=True,
                                bf16=True, compiled=True, block=T))
         if not a.no_reference:
             out.append(Variant("reference+graph", "reference", graph=True))
@@ -460,7 +460,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="add ours under torch.compile (failure is reported)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--fused", action="store_true", help="add ours with AdamW(fused=True)")
-    p.add_argument("--compiled", action="store_true",
+    p.add_argument("--compiled", "--compile-post", dest="compiled", action="store_true",
                    help="with --graph: add ours with torch.compile of each block's real-valued tail")
     p.add_argument("--graph", action="store_true",
                    help="add ours (and the reference) with the whole step captured in a CUDA graph (CUDA only)")
