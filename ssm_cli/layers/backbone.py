@@ -265,17 +265,20 @@ def members_forward(members: list, posts: list, x: torch.Tensor, rate: float, co
 
 
 class _Posts:
-    """The blocks' ``post`` of a network, torch.compile'd when ``compiled`` (made on first use)."""
+    """The blocks' ``post`` of a network: eager, each block's own; ``compiled``: the first block's
+    torch.compile'd (made on first use) for every layer. The blocks of one network have the same
+    tail (their parameters are arguments), so one compiled function serves all layers and the
+    recompile limit is spent on input signatures only."""
 
     def __init__(self, compiled: bool):
-        self.compiled, self._fns = compiled, None
+        self.compiled, self._fn = compiled, None
 
     def __call__(self, blocks) -> list:
         if not self.compiled:
             return [b.post for b in blocks]
-        if self._fns is None:
-            self._fns = [torch.compile(b.post, dynamic=False) for b in blocks]
-        return self._fns
+        if self._fn is None:
+            self._fn = torch.compile(blocks[0].post, dynamic=False)
+        return [self._fn] * len(blocks)
 
     def __deepcopy__(self, memo):
         return _Posts(self.compiled)
