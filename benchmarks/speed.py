@@ -85,7 +85,7 @@ def model_core_options(name: str, a: argparse.Namespace) -> dict:
     return opts
 
 
-def build_ours(a: argparse.Namespace, block: int | None = None, compile_post: bool = False) -> nn.Module:
+def build_ours(a: argparse.Namespace, block: int | None = None, compiled: bool = False) -> nn.Module:
     """Our sCIFAR ablation model (conf/model/s4d.yaml + conf/protocol/scifar.yaml); ``block``: the
     Vandermonde block length (None: the kernel's automatic choice). ``--model NAME`` other than
     s4d: the same backbone around core NAME with the options of conf/model/NAME.yaml."""
@@ -94,13 +94,13 @@ def build_ours(a: argparse.Namespace, block: int | None = None, compile_post: bo
             a.d_input, a.classes, d_model=a.d_model, n_layers=a.n_layers, core=a.model, d_state=a.d_state,
             core_options=model_core_options(a.model, a), norm="layer", prenorm=False, dropout=a.dropout,
             tie_dropout=True, activation="gelu", final_act="identity", pool="mean",
-            dropout_sites=a.dropout_sites, compile_post=compile_post)
+            dropout_sites=a.dropout_sites, compiled=compiled)
     return SequenceModel(
         a.d_input, a.classes, d_model=a.d_model, n_layers=a.n_layers, core="s4d", d_state=a.d_state,
         core_options=dict(init="inv", disc="zoh", bidirectional=True, n_ssm=a.n_ssm or None, lr=a.ssm_lr,
                           block=block, dt_transform="softplus"),
         norm="layer", prenorm=False, dropout=a.dropout, tie_dropout=True, activation="gelu",
-        final_act="identity", pool="mean", dropout_sites=a.dropout_sites, compile_post=compile_post)
+        final_act="identity", pool="mean", dropout_sites=a.dropout_sites, compiled=compiled)
 
 
 def load_reference(path: str):
@@ -194,7 +194,7 @@ class Variant:
     fused: bool = False
     block: int | None = None
     graph: bool = False  # capture the whole step in a CUDA graph (what `ssm run` does on a GPU)
-    compile_post: bool = False  # torch.compile of each block's real-valued tail
+    compiled: bool = False  # torch.compile of each block's real-valued tail
     model: nn.Module | None = None
     runner: nn.Module | None = None  # model or torch.compile(model)
     opt: torch.optim.Optimizer | None = None
@@ -252,7 +252,7 @@ class Variant:
 def make_variant(v: Variant, a: argparse.Namespace, device: torch.device, s4=None) -> Variant:
     torch.manual_seed(a.seed)
     if v.impl == "ours":
-        v.model = build_ours(a, v.block, v.compile_post).to(device)
+        v.model = build_ours(a, v.block, v.compiled).to(device)
         v.groups = param_groups(v.model, a.lr, a.weight_decay)
         v.groups = [{k: g[k] for k in ("params", "lr", "weight_decay")} for g in v.groups]
     else:
@@ -289,11 +289,11 @@ def variants_from_args(a: argparse.Namespace) -> list[Variant]:
             out.append(Variant("ours+graph+bf16", "ours", graph=True, bf16=True))
         for T in a.block or []:
             out.append(Variant(f"ours+graph+block{T}", "ours", graph=True, block=T))
-        if a.compile_post:
-            out.append(Variant("ours+graph+compile_post", "ours", graph=True, compile_post=True))
+        if a.compiled:
+            out.append(Variant("ours+graph+compile_post", "ours", graph=True, compiled=True))
             T = (a.block or [None])[0]
             out.append(Variant(f"ours+graph+bf16+compile_post{'+block%d' % T if T else ''}", "ours", graph=True,
-                               bf16=True, compile_post=True, block=T))
+                               bf16=True, compiled=True, block=T))
         if not a.no_reference:
             out.append(Variant("reference+graph", "reference", graph=True))
     for T in a.block or []:
@@ -491,7 +491,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="add ours under torch.compile (failure is reported)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--fused", action="store_true", help="add ours with AdamW(fused=True)")
-    p.add_argument("--compile-post", action="store_true",
+    p.add_argument("--compiled", "--compile-post", dest="compiled", action="store_true",
                    help="with --graph: add ours with torch.compile of each block's real-valued tail")
     p.add_argument("--graph", action="store_true",
                    help="add ours (and the reference) with the whole step captured in a CUDA graph (CUDA only)")

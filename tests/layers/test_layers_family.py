@@ -195,7 +195,7 @@ def test_gss_bidirectional_and_block_is_its_mixer():
     torch.testing.assert_close(core(x), want, rtol=1e-9, atol=1e-10)
     model = SequenceModel(1, 3, d_model=8, n_layers=1, core="gss", d_state=4, dropout=0.0)
     block = model.blocks[0]
-    assert isinstance(block.out, torch.nn.Identity) and isinstance(block.act, torch.nn.Identity)
+    assert block.mixer and block.out is None and isinstance(block.act, torch.nn.Identity)
     assert model(torch.randn(2, 7, 1)).shape == (2, 3)
 
 
@@ -225,23 +225,34 @@ def test_family_cores_train_one_step(name, kw):
     assert any(hasattr(p, "_optim") for p in model.parameters())
 
 
-def test_non_kernel_cores_pack_alone():
+def test_mixer_cores_pack_only_with_mixer_cores():
     from omegaconf import OmegaConf
 
-    from ssm_cli.train.pack import core_packs_by_kernel, pack_key
+    from ssm_cli.train.pack import core_is_mixer, pack_key
 
-    assert core_packs_by_kernel("s4d") and core_packs_by_kernel("mega_ema") and core_packs_by_kernel("dlr")
-    assert not core_packs_by_kernel("gss") and not core_packs_by_kernel("liquid_s4")
+    assert core_is_mixer("gss") and not core_is_mixer("s4d") and not core_is_mixer("liquid_s4")
 
     def cfg(core, h):
         return OmegaConf.create({"model": {"core": core, "d_model": 8}, "run": {"seed": 0, "config_hash": h}})
 
-    assert pack_key(cfg("s4d", "a")) == pack_key(cfg("s4d", "b"))
-    assert pack_key(cfg("gss", "a")) != pack_key(cfg("gss", "b"))
+    assert pack_key(cfg("s4d", "a")) == pack_key(cfg("liquid_s4", "b")) == pack_key(cfg("mega_ema", "c"))
+    assert pack_key(cfg("gss", "a")) == pack_key(cfg("gss", "b")) != pack_key(cfg("s4d", "a"))
+
+
+def test_packs_of_cores_with_their_own_forward_equal_their_members():
+    """Liquid-S4 beside S4D, and two GSS mixers, run through their own forward in a pack."""
+    from ssm_cli.layers.packed import PackedModel
+
+    kw = dict(d_model=4, n_layers=2, d_state=4, dropout=0.0)
+    x = torch.randn(3, 12, 2, dtype=torch.float64)
+    for cores in ((("s4d", {}), ("liquid_s4", {"l_max": 12})), (("gss", {}), ("gss", {}))):
+        members = [SequenceModel(2, 3, core=c, core_options=o, **kw).double() for c, o in cores]
+        want = torch.stack([m(x) for m in members])  # (K B d_output)
+        torch.testing.assert_close(PackedModel(members)(x), want, rtol=1e-9, atol=1e-10)
 
 
 def test_pack_of_kernel_cores_equals_its_members():
-    """mega_ema, sgconv and dlr pack with s4d (``kernel_only``): the pack's outputs are the members'."""
+    """mega_ema, sgconv and dlr pack with s4d (one FFT for the kernels): the pack's outputs are the members'."""
     from ssm_cli.layers.packed import PackedModel
 
     kw = dict(d_model=4, n_layers=2, d_state=4, dropout=0.0)

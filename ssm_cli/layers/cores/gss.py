@@ -13,7 +13,7 @@ Random initialisation (GSS's "no HiPPO"): Re Lambda = -1/2, Im Lambda ~ N(0, 1) 
 ``randn`` init), W complex N(0, 1); Lambda, W tagged lr (wd 0). The paper's block is pre-norm
 with LayerNorm and no feed-forward layer: ``conf/model/gss.yaml`` sets prenorm; the backbone's
 dropout and residual connection stay as for every core. The linear maps have biases (the paper
-does not say). Not a plain convolution, so packs run it alone (``kernel_only = False``).
+does not say). Not a plain convolution, so packs run it through its own ``forward``.
 """
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ OPTIONS = {
 class GSS(SSMCore):
     """GSS core: x (B, L, H) -> o (B, L, H); see the module docstring for the formula."""
 
-    kernel_only = False
     mixer = True
 
     def __init__(self, d_model: int, d_state: int = 512, *, expand: int = 4, reduction: int = 4, dt: float = 1.0,
@@ -90,8 +89,8 @@ class GSS(SSMCore):
         k = vandermonde(W, dl[None].expand(self.d_ssm, -1), L)  # (d S L)
         return k[:, None] if self.bidirectional else k  # (2 1 S L) or (1 S L)
 
-    def forward(self, x: torch.Tensor, rate: float = 1.0, residual: bool = False):
-        """x (B, L, H) -> o (B, L, H) (and x itself with ``residual``)."""
+    def forward(self, x: torch.Tensor, rate: float = 1.0):
+        """x (B, L, H) -> o (B, L, H)."""
         B_, L, H = x.shape
         if H != self.d_model:
             raise UserError(f"input has {H} features but the core has d_model={self.d_model}")
@@ -104,4 +103,4 @@ class GSS(SSMCore):
                 k = two_sided(k[0], k[1])  # (1 S 2L)
             y = conv(z.to(work), k, self.D_ssm.to(work))  # (B L S)
         o = self.out_o(self.out_y(y.to(v.dtype)) * v)  # (B L H)
-        return (o, x) if residual else o
+        return o

@@ -44,11 +44,10 @@ def input_products(u: torch.Tensor, p: int, future: bool = False) -> torch.Tenso
     return out
 
 
-@register_core("liquid_s4", options=OPTIONS, doc="Liquid-S4: S4 plus PB input-correlation terms (Hasani et al. 2022)")
+@register_core("liquid_s4", options=OPTIONS, seq_len_option="l_max", doc="Liquid-S4: S4 plus PB input-correlation terms (Hasani et al. 2022)")
 class LiquidS4(DPLRSSM):
     """Liquid-S4 core: u (B, L, H) -> y (B, L, C*H); S4 plus the liquid terms (module docstring)."""
 
-    kernel_only = False  # the liquid terms are not a convolution: packs run this core's forward
 
     def __init__(self, d_model: int, d_state: int = 64, *, liquid_order: int = 2, liquid_kernel: str = "pb",
                  **s4_options):
@@ -66,8 +65,8 @@ class LiquidS4(DPLRSSM):
         powers = torch.stack([Bbar ** p for p in range(2, self.liquid_order + 1)])  # (P-1 H N)
         return torch.einsum("chn,phn->pch", C, powers).real  # (P-1 dC H)
 
-    def forward(self, u: torch.Tensor, rate: float = 1.0, residual: bool = False):
-        """u (B, L, H) -> y (B, L, C*H) (and u itself with ``residual``)."""
+    def forward(self, u: torch.Tensor, rate: float = 1.0):
+        """u (B, L, H) -> y (B, L, C*H)."""
         y = SSMCore.forward(self, u, rate=rate)  # (B L C*H)
         if self.liquid_order > 1:
             B_, L, H = u.shape
@@ -81,7 +80,7 @@ class LiquidS4(DPLRSSM):
                     if self.bidirectional:
                         extra = extra + c[i, self.channels:] * input_products(uw, p, future=True)[:, :, None]
                 y = y + extra.reshape(B_, L, -1).to(y.dtype)  # (B L C*H)
-        return (y, u) if residual else y
+        return y
 
     def init_state(self, batch: int):
         """(S4 state (batch, H, N) complex, the last P-1 inputs (batch, H, P-1), newest first)."""

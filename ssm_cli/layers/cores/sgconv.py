@@ -43,7 +43,7 @@ def n_scales_for(l_max: int, kernel_dim: int) -> int:
     return 1 + max(0, math.ceil(math.log2(l_max / kernel_dim)))
 
 
-@register_core("sgconv", options=OPTIONS, doc="SGConv: multiscale decayed global convolution kernel (Li et al. 2022)")
+@register_core("sgconv", options=OPTIONS, seq_len_option="l_max", doc="SGConv: multiscale decayed global convolution kernel (Li et al. 2022)")
 class SGConv(SSMCore):
     """SGConv core: u (B, L, H) -> y (B, L, C*H); see the module docstring for the formula."""
 
