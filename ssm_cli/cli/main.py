@@ -134,6 +134,34 @@ def plot(
         console.print(str(p))
 
 
+export_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn run records into other tools' formats.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("tensorboard")
+def export_tensorboard(
+    runs_dir: Path = typer.Argument(Path("outputs"), help="Folder holding the runs (an out_dir; searched recursively)."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Folder for the event files (default: RUNS_DIR/tensorboard)."),
+) -> None:
+    """TensorBoard event files from the runs' records (each epoch's metrics at its step), one folder
+    per run at its path under RUNS_DIR: `tensorboard --logdir RUNS_DIR/tensorboard`."""
+    from ssm_cli.paths import check_writable
+    from ssm_cli.train.loggers import export_tensorboard as export
+
+    unreadable: list = []
+    to = to or runs_dir / "tensorboard"
+    try:
+        check_writable(to, "--to folder")
+        folders = export(runs_dir, to, unreadable)
+    except UserError as e:
+        fail(e)
+    finally:
+        warn_unreadable(unreadable)
+    if not folders:
+        err.print(f"[yellow]no run with per-epoch metrics under {runs_dir}[/]")
+    console.print(f"{len(folders)} run(s) exported to {to}", highlight=False)
+
+
 @app.command("list")
 def list_(group: Optional[str] = typer.Argument(None, help="ablation | dataset | model | preset | protocol | ...")) -> None:
     """The ablations, datasets, models, presets (and other config options) that exist."""
