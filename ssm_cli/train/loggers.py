@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -136,7 +137,7 @@ class WandbLog:
     def __init__(self, logs: Path, resume_step: int, cfg: DictConfig):
         wandb = _require("wandb", "wandb")
         id_file = logs / WANDB_ID
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(8)  # W&B ids: [a-z0-9]
         id_file.write_text(run_id + "\n")
         r = cfg.run
         self.run = wandb.init(project=cfg.trainer.get("wandb_project", "ssm"), group=f"{r.ablation}/{cfg.dataset.name}",
