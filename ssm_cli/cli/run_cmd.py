@@ -151,7 +151,7 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
         from ssm_cli.results.table import aggregate, load_records, render
 
         records = [r for r in load_records(first.out_dir)
-                   if r.get("ablation") == runs[0].ablation and r.get("dataset") == first.dataset.name
+                   if r.get("ablation") == runs[0].ablation and r.get("dataset") in {x.dataset for x in runs}
                    and r.get("preset") == first.preset.name]
         print(render(aggregate(records), "rich"), end="")
     trace("grid done")

@@ -3,8 +3,9 @@
 Each run (each member of a pack too) writes its own logs into ``<run_dir>/logs/``:
 
 - every ``trainer.log_every_n_steps`` optimizer steps: ``train_loss_step`` and ``train_acc_step``
-  (the means over the steps since the previous row, read from the task's running sums: no extra
-  device work per step) and ``lr``;
+  (the means over the steps since the previous row, from the task's running sums: no extra work
+  per step; on a GPU the rows are read from the device at most every ``FLUSH_SECONDS`` and at
+  each epoch's end, so logging adds no per-step sync) and ``lr``;
 - after every epoch: that epoch's entry of the record (``train_loss``, ``val_acc``, ...), and at
   the end the test metrics of the best epoch (``trainer.test_at=best`` adds them after training).
 
@@ -23,9 +24,11 @@ from __future__ import annotations
 import csv
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.errors import UserError
@@ -33,6 +36,7 @@ from ssm_cli.errors import UserError
 LOGGERS = ("none", "csv", "tensorboard", "wandb")
 LOGS = "logs"  # the folder of a run's logs, inside its run directory
 WANDB_ID = "wandb_id"
+FLUSH_SECONDS = 10.0  # on a GPU: how often the pending train-loss rows are read from the device
 
 
 def _require(module: str, extra: str):
@@ -187,6 +191,8 @@ class RunLogs(pl.Callback):
         self.cfgs, self.run_dirs, self.records = cfgs, [Path(d) for d in run_dirs], records
         self.logs: list = []
         self._prev = (0.0, 0.0, 0)  # the task's running sums (loss, correct, n) at the last row
+        self._pending: list[tuple] = []  # step rows not written yet (device tensors)
+        self._flushed = time.monotonic()
 
     def on_train_start(self, trainer, task) -> None:
         if self.name == "none" or self.logs:
@@ -201,24 +207,37 @@ class RunLogs(pl.Callback):
         if not self.logs or task.steps_done % self.every:
             return
         t = task._train
-        n = t["n"] - self._prev[2]
-        if not n:
+        if not isinstance(t["loss"], torch.Tensor) or t["n"] == self._prev[2]:
             return
-        losses = task._per_member(t["loss"] - self._prev[0]) if hasattr(t["loss"], "tolist") else None
-        correct = task._per_member(t["correct"] - self._prev[1]) if hasattr(t["correct"], "tolist") else None
+        # the sums since the last row, still on the device; read in batches (one sync) below
+        loss, correct = t["loss"] - self._prev[0], t["correct"] - self._prev[1]
+        n = t["n"] - self._prev[2]
         self._prev = (t["loss"], t["correct"], t["n"])
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-        for k, log in enumerate(self.logs):
-            if k in task.diverged or losses is None:
-                continue
-            row = {"epoch": task.current_epoch + 1, "train_loss_step": losses[k] / n}
-            if correct is not None:
-                row["train_acc_step"] = 100.0 * correct[k] / n
-            if lr is not None:
-                row["lr"] = lr
-            log.log_step(task.steps_done, row)
+        self._pending.append((task.steps_done, task.current_epoch + 1, loss, correct, n, lr))
+        if not loss.is_cuda or time.monotonic() - self._flushed >= FLUSH_SECONDS:
+            self._flush(task)
+
+    def _flush(self, task) -> None:
+        """Write the pending step rows. On a GPU that reads the device (a sync), so it happens at
+        most every FLUSH_SECONDS and at each epoch's end, not every ``log_every_n_steps``."""
+        self._flushed = time.monotonic()
+        for step, epoch, loss, correct, n, lr in self._pending:
+            losses = loss.tolist()
+            accs = correct.tolist() if isinstance(correct, torch.Tensor) else None
+            for k, log in enumerate(self.logs):
+                if k in task.diverged:
+                    continue
+                row = {"epoch": epoch, "train_loss_step": losses[k] / n}
+                if accs is not None:
+                    row["train_acc_step"] = 100.0 * accs[k] / n
+                if lr is not None:
+                    row["lr"] = lr
+                log.log_step(step, row)
+        self._pending = []
 
     def on_train_epoch_end(self, trainer, task) -> None:
+        self._flush(task)
         for k, log in enumerate(self.logs):
             if k not in task.diverged:
                 log.log_epochs(task.histories[k])

@@ -9,12 +9,11 @@ epoch: ``{"epoch": e, "epochs": E, "batch": b, "batches": B, "val": {"val_acc": 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-
-from ssm_cli.train.record import write_json_atomic
 
 PROGRESS = "progress.json"
 EVERY_SECONDS = 1.0
@@ -36,6 +35,14 @@ def latest_val(history: list[dict]) -> dict:
     return {}
 
 
+def write_progress(run_dir: Path, progress: dict) -> None:
+    """Replace the file atomically (a reader never sees half of it); no fsync: it is only a display."""
+    path = Path(run_dir) / PROGRESS
+    tmp = path.with_name(f".{PROGRESS}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(progress))
+    os.replace(tmp, path)
+
+
 class ProgressFile(pl.Callback):
     """Writes each member's ``progress.json`` while it trains."""
 
@@ -46,7 +53,7 @@ class ProgressFile(pl.Callback):
     def _write(self, trainer, task, batch: int) -> None:
         self._last = time.monotonic()
         for k, d in enumerate(self.run_dirs):
-            write_json_atomic(d / PROGRESS, {"epoch": task.current_epoch + 1, "epochs": int(trainer.max_epochs),
+            write_progress(d, {"epoch": task.current_epoch + 1, "epochs": int(trainer.max_epochs),
                                              "batch": batch, "batches": int(task.steps_per_epoch),
                                              "val": latest_val(task.histories[k])})
 
