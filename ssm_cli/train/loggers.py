@@ -97,7 +97,8 @@ class TensorBoardLog:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step: a resumed run drops the events after its checkpoint, which it logs again
-        self.writer = SummaryWriter(str(logs / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+        # (a run started again from scratch, at step 0, all of them)
+        self.writer = SummaryWriter(str(logs / "tensorboard"), purge_step=resume_step + 1)
         self.resume_step, self.logged_epochs = resume_step, None
 
     def log_step(self, step: int, metrics: dict) -> None:
@@ -136,7 +137,10 @@ def write_epoch(writer, entry: dict) -> None:
 
 
 class WandbLog:
-    """One W&B run per ssm run; its id in ``logs/wandb_id`` (resumed with the run)."""
+    """One W&B run per ssm run; its id in ``logs/wandb_id`` (resumed with the run). W&B's steps
+    only go forward: the steps a resumed run computes again (after its checkpoint) and had logged
+    before the interruption keep their first values; ``logs/wandb_step``, the last step logged,
+    skips them here instead of W&B warning about each."""
 
     def __init__(self, logs: Path, resume_step: int, cfg: DictConfig):
         wandb = _require("wandb", "wandb")
@@ -149,21 +153,29 @@ class WandbLog:
                               config=OmegaConf.to_container(cfg, resolve=True), reinit="create_new")
         self.resume_step = resume_step
         self.logged_epochs = None
+        self.step_file = logs / "wandb_step"
+        self.last_step = int(self.step_file.read_text()) if self.step_file.exists() else 0
 
     def log_step(self, step: int, metrics: dict) -> None:
-        self.run.log(metrics, step=step)
+        if step > self.last_step or (step == self.last_step and not step):
+            self.run.log(metrics, step=step)
+            self.last_step = step
 
     def log_epochs(self, epochs: list[dict], final: bool = False) -> None:
         if self.logged_epochs is None:
             self.logged_epochs = logged_before(epochs, self.resume_step)
         for e in epochs[self.logged_epochs:]:
-            self.run.log({k: v for k, v in e.items() if k != "step"}, step=int(e["step"]))
+            if int(e["step"]) >= self.last_step:  # an epoch's entry shares its last step's row
+                self.run.log({k: v for k, v in e.items() if k != "step"}, step=int(e["step"]))
+                self.last_step = int(e["step"])
         self.logged_epochs = len(epochs)
+        self.step_file.write_text(f"{self.last_step}\n")
         if final:  # W&B steps only go forward: the best epoch's test metrics go into the summary
             for e in epochs:
                 self.run.summary.update({k: v for k, v in e.items() if k.startswith("test")})
 
     def close(self) -> None:
+        self.step_file.write_text(f"{self.last_step}\n")
         self.run.finish()
 
 
