@@ -25,14 +25,15 @@ def fail(e: UserError) -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
-    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides, e.g. ablation=init dataset=scifar model.d_state=64 seeds=[0,1,2]"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides, e.g. ablation=init dataset=scifar model.d_state=64 seeds=[0,1,2]; comma lists and range(...) sweep: model.d_state=16,32,64"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and where each run will write; run nothing."),
     cfg: bool = typer.Option(False, "--cfg", help="Print the composed config and exit."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun failed and diverged runs too."),
     no_reuse: bool = typer.Option(False, "--no-reuse", help="Run a variant even if an identical completed run (same config hash and seed) exists under out_dir in another ablation."),
 ) -> None:
-    """Run one config, or an ablation grid (variants × seeds) with ablation=NAME. Completed runs are
-    skipped and interrupted ones resume, so rerunning a command finishes its grid."""
+    """Run one config, an ablation grid (variants × seeds) with ablation=NAME, or a sweep
+    (model.d_state=16,32,64: one variant per value). Completed runs are skipped and interrupted
+    ones resume, so rerunning a command finishes its grid."""
     from ssm_cli.cli.run_cmd import run_command
 
     try:
