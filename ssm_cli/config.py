@@ -26,7 +26,8 @@ CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parent / "co
 HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name", "run",
                  "trainer.progress", "trainer.num_workers", "trainer.data_on_device",
                  "trainer.cuda_graphs", "trainer.eval_batch_size", "trainer.compile",
-                 "trainer.test_at", "trainer.logger", "trainer.log_every_n_steps", "trainer.wandb_project")  # when the test sets are evaluated, not what the test metric is
+                 "trainer.test_at",  # when the test sets are evaluated, not what the test metric is
+                 "trainer.logger", "trainer.log_every_n_steps", "trainer.wandb_project")  # logs, not results
 
 # The valid values of every key outside the model (the model's: ssm_cli.model.BACKBONE_VALID
 # and ssm_cli.layers.registry.CORE_OPTIONS (each core's module)), checked before anything runs: a tuple lists the values,
