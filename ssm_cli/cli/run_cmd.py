@@ -7,9 +7,9 @@ import sys
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ssm_cli.cli.progress import GridDisplay
 from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.interrupts import exit_code
 from ssm_cli.trace import trace
@@ -40,6 +40,9 @@ def show_plan(runs) -> None:
 
 def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_failed: bool, reuse_identical: bool = True) -> int:
     trace("imports done (torch, Hydra, Typer; Lightning comes when a run starts)")
+    if any(o in ("--multirun", "-m") for o in overrides):
+        raise UserError("ssm run sweeps without --multirun: comma lists and range(...) in overrides "
+                        "(model.d_state=16,32,64) make the variants of a grid; drop --multirun")
     runs = plan(overrides)
     if show_cfg:
         cfg = runs[0].cfg
@@ -112,9 +115,8 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
                   f"→ {first.out_dir}", highlight=False)
     outcomes: dict[str, int] = {}
     running_elsewhere: set = set()
-    with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, transient=False) as progress:
-        task = progress.add_task("", total=len(runs), completed=skipped)
+    # the grid's bar and a bar per active run, from the runs' progress files (cli/progress.py)
+    with GridDisplay(console, runs, work, per_run=bool(first.trainer.progress)) as progress:
 
         def on_done(r, record) -> None:
             status = record.get("status", "failed")
@@ -130,9 +132,7 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
                 holder = record.get("holder") or {}
                 shown = "running elsewhere"
                 extra = f" (host {holder.get('host') or '?'}, pid {holder.get('pid') or '?'}); skipped"
-            progress.console.print(f"  {escape(r.variant)} seed {r.seed}: {styled(shown)}"
-                                   f"{escape(extra)}", highlight=False)
-            progress.advance(task)
+            progress.done(r, f"  {escape(r.variant)} seed {r.seed}: {styled(shown)}{escape(extra)}")
 
         launcher = first.launcher
         units = make_units(work, pack_size)
@@ -151,7 +151,7 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
         from ssm_cli.results.table import aggregate, load_records, render
 
         records = [r for r in load_records(first.out_dir)
-                   if r.get("ablation") == runs[0].ablation and r.get("dataset") == first.dataset.name
+                   if r.get("ablation") == runs[0].ablation and r.get("dataset") in {x.dataset for x in runs}
                    and r.get("preset") == first.preset.name]
         print(render(aggregate(records), "rich"), end="")
     trace("grid done")

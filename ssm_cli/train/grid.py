@@ -23,6 +23,7 @@ from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.paths import check_writable
 from ssm_cli.trace import trace
 from ssm_cli.train.record import CONFIG, data_file_changed, locked_record, read_record, set_aside_unreadable_record
+from ssm_cli.train.sweep import split_sweep, sweep_name, sweep_variants
 
 SINGLE = "single"  # the ablation folder of runs made without an ablation
 
@@ -56,7 +57,8 @@ def effective_seeds(cfg: DictConfig) -> list[int]:
 
 def plan(overrides: list[str]) -> list[PlannedRun]:
     """Every run of the command, composed and validated (nothing runs if any variant is invalid)."""
-    base = compose(overrides)
+    overrides, swept, combos = split_sweep(overrides)  # model.d_state=16,32: an ad-hoc grid (train/sweep.py)
+    base = compose(overrides + (combos[0] if combos else []))
     check_writable(Path(base.out_dir), "out_dir")
     ablation = base.get("ablation")
     if ablation is None:
@@ -65,6 +67,9 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
     else:
         variants = OmegaConf.to_container(ablation.variants, resolve=True)
         ablation_name, metric = ablation.name, ablation.get("metric")
+    if combos:
+        variants = sweep_variants(swept, combos, variants if ablation is not None else None)
+        ablation_name = sweep_name(swept, ablation.name if ablation is not None else None)
         names = [v["name"] for v in variants]
         if len(set(names)) != len(names):
             raise UserError(f"ablation {ablation_name!r} has duplicate variant names: {names}")
@@ -204,7 +209,8 @@ def run_serial(units: list[list[PlannedRun]], on_done) -> None:
         for unit in units:
             for r in unit:
                 prepare(r)
-            for r, record in zip(unit, execute_pack([r.run_dir for r in unit])):
+            # progress=False: the grid's display shows the run (its progress.json), not Lightning's bar
+            for r, record in zip(unit, execute_pack([r.run_dir for r in unit], progress=False)):
                 on_done(r, record)
             drop_prefetches()  # one the run did not take (its config.yaml names other data)
     finally:

@@ -95,7 +95,9 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     from ssm_cli.trace import trace
     from ssm_cli.train.best import run_test_pass
     from ssm_cli.train.checkpoint import RecordKeeper
+    from ssm_cli.train.loggers import RunLogs
     from ssm_cli.train.metrics import Diverged
+    from ssm_cli.train.progress import ProgressFile
 
     cfg = cfgs[0]
     t0 = time.perf_counter()
@@ -106,6 +108,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     _start_records(run_dirs, records, ckpt, test_at)
     _quiet_lightning()
     task = None
+    logs = RunLogs(cfgs, run_dirs, records)  # trainer.logger: each member's own logs (train/loggers.py)
     try:
         with torch_flags(cfg):
             seed = int(cfg.run.seed)
@@ -115,8 +118,8 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
             device = resolve_device(cfg)
             train, eval_loaders = _loaders(cfg, data, device, seed)
             task = _task(cfgs, data, train, eval_loaders, test_at, seed, records)
-            trainer = _trainer(cfg, device, RecordKeeper(run_dirs, records, ckpt, t0, wall0, train), progress,
-                               run_dirs[0])
+            keepers = [RecordKeeper(run_dirs, records, ckpt, t0, wall0, train), logs, ProgressFile(run_dirs)]
+            trainer = _trainer(cfg, device, keepers, progress, run_dirs[0])
             for r in records:  # data, model, loaders: what a run spends before its first step
                 r["setup_seconds"] = time.perf_counter() - t0
             trace(f"setup done ({len(records)} run(s))")
@@ -152,6 +155,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         for d, r in zip(run_dirs, records):
             r["wall_seconds"] = wall0 + time.perf_counter() - t0
             write_json_atomic(d / "record.json", r)
+        logs.close()
     return records
 
 
@@ -220,11 +224,11 @@ def _task(cfgs: list[DictConfig], data, train, eval_loaders: dict, test_at: str,
     return task
 
 
-def _trainer(cfg: DictConfig, device: torch.device, keeper: pl.Callback, progress: bool | None,
+def _trainer(cfg: DictConfig, device: torch.device, keepers: list[pl.Callback], progress: bool | None,
              root: Path) -> pl.Trainer:
     tc = cfg.trainer
     show = tc.progress if progress is None else progress
-    callbacks = [keeper] + ([pl.callbacks.RichProgressBar(leave=False)] if show else [])
+    callbacks = list(keepers) + ([pl.callbacks.RichProgressBar(leave=False)] if show else [])
     return pl.Trainer(
         max_epochs=tc.epochs, accelerator="gpu" if device.type == "cuda" else "cpu", devices=tc.devices,
         precision=tc.precision, gradient_clip_val=tc.grad_clip or None, logger=False,
