@@ -11,6 +11,7 @@ as ``-o key=value`` (repeatable), the same keys as ``dataset.options`` in the co
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -220,10 +221,11 @@ def generate(
     n_test: Optional[int] = typer.Option(None, "--n-test", help="listops: test examples (default 2000)."),
     n_samples: Optional[int] = typer.Option(None, "--n-samples", help="pathfinder: images (default: the generator's)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the output is deterministic given it."),
-    workers: int = typer.Option(1, "--workers", help="pathfinder: processes."),
+    workers: int = typer.Option(0, "--workers", help="Processes (0: one per CPU core); the output does not depend on it."),
 ) -> None:
     """Generate LRA ListOps or Pathfinder/Path-X in the release layout (no download needed)."""
     out_root = out if out is not None else _data_dir(data_dir) / "lra"
+    workers = workers if workers > 0 else (os.cpu_count() or 1)
     try:
         counts = {k: v for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("n_samples", n_samples)) if v is not None}
         folder = _run_generator(task, out_root, size=size, seed=seed, workers=workers, **counts)
@@ -239,7 +241,7 @@ def _run_generator(task: str, out_root: Path, size: int = 32, seed: int = 0, wor
         from ssm_cli.data import listops_gen
 
         listops_counts = {k: v for k, v in counts.items() if k in ("n_train", "n_val", "n_test")}
-        return listops_gen.generate(out_root, seed=seed, progress=True, **listops_counts)
+        return listops_gen.generate(out_root, seed=seed, workers=workers, progress=True, **listops_counts)
     check_choice("pathfinder size", size, (32, 128))
     from ssm_cli.data import pathfinder_gen
 
