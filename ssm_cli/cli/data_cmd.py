@@ -3,7 +3,9 @@
     ssm data list                         every dataset: present / missing / generated, size, where
     ssm data where sc35                   the exact folder and layout expected, and how to get it
     ssm data prepare scifar               download (or generate) the raw data, then build the cache
-    ssm data verify scifar                load it and check counts, shapes and labels
+    ssm data verify scifar                load it and check counts, shapes and labels (listops, pathfinder:
+                                          also the release's statistics, docs/lra-data.md)
+    ssm data present sc35                 exit code 0 if its files are there, 1 if not
     ssm data generate listops --n-train 1000
 
 Every command takes ``--data-dir`` (default ``$SSM_DATA`` or ``./data``). Loader options are given
@@ -138,6 +140,25 @@ def verify(
                   f"{f', vocab={spec.vocab_size}' if spec.vocab_size else ''}, task={spec.task}, metric={spec.metric}", highlight=False)
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def present(
+    name: str = typer.Argument(..., help="Dataset name (see `ssm data list`)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+) -> None:
+    """Exit code 0 when the dataset's raw files are on disk (or it needs none), 1 when not (for scripts)."""
+    from ssm_cli.data.checks import locate
+
+    try:
+        _check_name(name)
+    except UserError as e:
+        _fail(e)
+    found = locate(name, _data_dir(data_dir)) if DATASETS[name].source else True
+    if not found:
+        console.print(f"{name}: missing under {_data_dir(data_dir)} (`ssm data where {name}` says how to get it)", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"{name}: present" + (f" at {found}" if found is not True else ""), highlight=False)
 
 
 @app.command()

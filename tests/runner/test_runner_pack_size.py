@@ -9,7 +9,7 @@ import torch
 
 from ssm_cli.train.pack_size import FREE_FRACTION, choose_k, is_oom
 
-ARGS = ["ablation=init", "seeds=[0]", "preset=smoke", "trainer.epochs=3", "trainer.limit_train_batches=4",
+ARGS = ["ablation=init", "seeds=[0]", "preset=smoke", "trainer.epochs=2", "trainer.limit_train_batches=2",
         "dataset.options.n_train=64", "dataset.options.n_val=32", "dataset.options.n_test=32", "model.dropout=0.0"]
 
 
@@ -51,7 +51,7 @@ def test_out_of_memory_halves_the_pack_and_loses_no_run(tmp_path, monkeypatch):
     assert attempts == [5, 3]  # 5 -> 3 + 2, then 3 -> 2 + 1
     assert sorted(done) == sorted((v, "completed") for v in ("inv", "lin", "legs", "real", "rand"))  # each once
     assert len(recs) == 5 and all(r["status"] == "completed" for r in recs.values())
-    assert all([e["epoch"] for e in r["epochs"]] == [1, 2, 3] for r in recs.values())  # no epoch lost or repeated
+    assert all([e["epoch"] for e in r["epochs"]] == [1, 2] for r in recs.values())  # no epoch lost or repeated
     assert all(r["peak_gpu_memory_mb"] is None for r in recs.values())  # CPU: null
     # resumed from the pack's checkpoint, the halves compute what the whole pack computes
     monkeypatch.undo()
