@@ -197,7 +197,8 @@ def generate(
     seen: set[bytes] = set()  # digests of the kept expressions (the strings are ~4 kB each)
     kept: list[tuple[str, int]] = []
     next_chunk = 0
-    pool = get_context("spawn").Pool(workers) if workers > 1 else None
+    n_jobs = -(-total // CHUNK)
+    pool = get_context("spawn").Pool(min(workers, n_jobs)) if min(workers, n_jobs) > 1 else None
     try:
         while len(kept) < total:  # a second round only if duplicates were dropped
             n_chunks = -(-(total - len(kept)) // CHUNK)
