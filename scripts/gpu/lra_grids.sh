@@ -13,18 +13,18 @@
 set -u
 DATA=${DATA:-data}; OUT_DIR=${OUT_DIR:-outputs}; RESULTS=${RESULTS:-experiments/results}; RES=${RES:-/tmp/res}
 ABLATIONS=${ABLATIONS:-init init_perturb disc B real kernel}; DATASETS=${DATASETS:-lra_image listops lra_text pathfinder}
-PACK=${PACK:-auto}; LIMIT=${LIMIT:-560}; ARGS=${ARGS:-}; T0=$(date +%s)
+PACK=${PACK:-auto}; PRESET=${PRESET:-short}; LIMIT=${LIMIT:-560}; ARGS=${ARGS:-}; T0=$(date +%s)
 SSM="python3 -m ssm_cli.cli.main"
 mkdir -p "$RES"
 status=0
 for a in $ABLATIONS; do for d in $DATASETS; do
   left=$((LIMIT - $(date +%s) + T0))
   if [ "$left" -le 10 ]; then echo "time limit: $a on $d not started; run the command again"; status=1; continue; fi
-  SSM_TRACE=1 PYTHONUNBUFFERED=1 timeout "$left" $SSM run ablation="$a" dataset="$d" preset=short \
+  SSM_TRACE=1 PYTHONUNBUFFERED=1 timeout "$left" $SSM run ablation="$a" dataset="$d" preset="$PRESET" \
     launcher.pack="$PACK" data_dir="$DATA" out_dir="$OUT_DIR" $ARGS >> "$RES/grid-$d-$a.log" 2>&1 || status=1
-  mkdir -p "$RESULTS/$d-short"
-  $SSM table "$OUT_DIR" --ablation "$a" --dataset "$d" --preset short --format json --out "$RESULTS/$d-short/$a.json"
-  $SSM table "$OUT_DIR" --dataset "$d" --preset short --format md --out "$RESULTS/$d-short/table.md"
+  mkdir -p "$RESULTS/$d-$PRESET"
+  $SSM table "$OUT_DIR" --ablation "$a" --dataset "$d" --preset "$PRESET" --format json --out "$RESULTS/$d-$PRESET/$a.json"
+  $SSM table "$OUT_DIR" --dataset "$d" --preset "$PRESET" --format md --out "$RESULTS/$d-$PRESET/table.md"
   echo "[$(( $(date +%s) - T0 )) s] $a on $d: $(tail -n 1 "$RES/grid-$d-$a.log")"
 done; done
 exit $status
