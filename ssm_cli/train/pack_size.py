@@ -77,7 +77,7 @@ def resolve(cfg: DictConfig, n_runs: int) -> int:
     pack = cfg.launcher.pack
     if pack != AUTO:
         return int(pack)
-    from ssm_cli.train.run import resolve_device
+    from ssm_cli.train.device import resolve_device
 
     if resolve_device(cfg).type != "cuda" or n_runs <= 1:
         return max(n_runs, 1)
