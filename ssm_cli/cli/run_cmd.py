@@ -41,6 +41,7 @@ def show_plan(runs) -> None:
 def _pack_size(runs, retry_failed: bool, dry_run: bool) -> int:
     """``launcher.pack``, with ``auto`` measured on the GPU (``ssm_cli/train/pack_size.py``); a dry
     run shows the largest packs auto could form, without measuring."""
+    from ssm_cli.train.pack import pack_key
     from ssm_cli.train.pack_size import AUTO, resolve
 
     cfg = runs[0].cfg

@@ -9,7 +9,7 @@ import tarfile
 from typer.testing import CliRunner
 
 from ssm_cli.data import speech_commands
-from ssm_cli.data.cli import app
+from ssm_cli.cli.data_cmd import app
 from tests.data.fixtures import write_speech_commands
 
 

@@ -84,7 +84,7 @@ def test_listops_workers_do_not_change_the_data(tmp_path, monkeypatch):
 def test_data_present_exit_codes(tmp_path, listops_copy):
     from typer.testing import CliRunner
 
-    from ssm_cli.data.cli import app
+    from ssm_cli.cli.data_cmd import app
 
     runner = CliRunner()
     assert runner.invoke(app, ["present", "listops", "--data-dir", str(listops_copy)]).exit_code == 0
