@@ -68,7 +68,7 @@ VALID = {
     "scheduler.gamma": Range(0, lo_open=True),
     "launcher.name": ("serial", "local"),
     "launcher.jobs": _POSITIVE_INT,
-    "launcher.pack": _POSITIVE_INT,
+    "launcher.pack": AnyOf((_POSITIVE_INT, ("auto",))),  # auto: ssm_cli/train/pack_size.py
 }
 
 

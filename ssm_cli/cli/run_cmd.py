@@ -38,6 +38,22 @@ def show_plan(runs) -> None:
     console.print(t)
 
 
+def _pack_size(runs, retry_failed: bool, dry_run: bool) -> int:
+    """``launcher.pack``, with ``auto`` measured on the GPU (``ssm_cli/train/pack_size.py``); a dry
+    run shows the largest packs auto could form, without measuring."""
+    from ssm_cli.train.pack import pack_key
+    from ssm_cli.train.pack_size import AUTO, resolve
+
+    cfg = runs[0].cfg
+    if cfg.launcher.pack != AUTO:
+        return int(cfg.launcher.pack)
+    sizes: dict[str, int] = {}
+    for r in todo(runs, retry_failed):
+        sizes[pack_key(r.cfg)] = sizes.get(pack_key(r.cfg), 0) + 1
+    n = max(sizes.values(), default=1)
+    return n if dry_run else resolve(cfg, n)
+
+
 def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_failed: bool, reuse_identical: bool = True) -> int:
     trace("imports done (torch, Hydra, Typer; Lightning comes when a run starts)")
     if any(o in ("--multirun", "-m") for o in overrides):
@@ -48,7 +64,7 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
         cfg = runs[0].cfg
         console.print(OmegaConf.to_yaml(cfg, resolve=True), highlight=False, markup=False)
         return 0
-    pack_size = int(runs[0].cfg.launcher.pack)
+    pack_size = _pack_size(runs, retry_failed, dry_run)
     if dry_run:
         show_plan(runs)
         for unit in make_units(todo(runs, retry_failed), pack_size, dry_run=True):

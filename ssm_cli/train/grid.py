@@ -202,7 +202,7 @@ def run_serial(units: list[list[PlannedRun]], on_done) -> None:
 
     if units:
         start_early(units[0][0].cfg)
-    from ssm_cli.train.run import execute_pack
+    from ssm_cli.train.pack_size import execute_splitting
 
     trace("training code imported (Lightning)")
     try:
@@ -210,7 +210,7 @@ def run_serial(units: list[list[PlannedRun]], on_done) -> None:
             for r in unit:
                 prepare(r)
             # progress=False: the grid's display shows the run (its progress.json), not Lightning's bar
-            for r, record in zip(unit, execute_pack([r.run_dir for r in unit], progress=False)):
+            for r, record in zip(unit, execute_splitting([r.run_dir for r in unit], progress=False)):
                 on_done(r, record)
             drop_prefetches()  # one the run did not take (its config.yaml names other data)
     finally:

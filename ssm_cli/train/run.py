@@ -107,7 +107,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     test_at = cfg.trainer.get("test_at", "every")
     _start_records(run_dirs, records, ckpt, test_at)
     _quiet_lightning()
-    task = None
+    device = task = None
     logs = RunLogs(cfgs, run_dirs, records)  # trainer.logger: each member's own logs (train/loggers.py)
     try:
         with torch_flags(cfg):
@@ -116,6 +116,8 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
             data = load_dataset(cfg.dataset.name, cfg.data_dir,
                                 **OmegaConf.to_container(cfg.dataset.options, resolve=True))
             device = resolve_device(cfg)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()  # this fit's peak, not an earlier unit's in this process
             train, eval_loaders = _loaders(cfg, data, device, seed)
             task = _task(cfgs, data, train, eval_loaders, test_at, seed, records)
             keepers = [RecordKeeper(run_dirs, records, ckpt, t0, wall0, train), logs, ProgressFile(run_dirs)]
@@ -152,7 +154,10 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         for r in records:
             r.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     finally:
+        # every record, also of a failed (e.g. out-of-memory) fit: null on the CPU
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device is not None and device.type == "cuda" else None
         for d, r in zip(run_dirs, records):
+            r["peak_gpu_memory_mb"] = peak
             r["wall_seconds"] = wall0 + time.perf_counter() - t0
             write_json_atomic(d / "record.json", r)
         logs.close()
