@@ -16,17 +16,20 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.errors import UserError
-from ssm_cli.values import AnyOf, ListOf, Range, check
+from ssm_cli.values import AnyOf, ListOf, Range, Text, check
 
-CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parents[1] / "conf"))
+# The config tree ships inside the package (``ssm_cli/conf``, in the checkout a link to the
+# repository's ``conf/``), so an installed wheel finds it from any directory; SSM_CONF overrides it.
+CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parent / "conf"))
 
 # Keys that describe where/how a run executes, not what it computes: left out of the config hash.
 HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name", "run",
                  "trainer.progress", "trainer.num_workers", "trainer.data_on_device",
                  "trainer.cuda_graphs", "trainer.eval_batch_size", "trainer.compile",
-                 "trainer.test_at")  # when the test sets are evaluated, not what the test metric is
+                 "trainer.test_at",  # when the test sets are evaluated, not what the test metric is
+                 "trainer.logger", "trainer.log_every_n_steps", "trainer.wandb_project")  # logs, not results
 
-# The valid values of every key outside the model (the model's: ssm_cli.train.model.BACKBONE_VALID
+# The valid values of every key outside the model (the model's: ssm_cli.model.BACKBONE_VALID
 # and ssm_cli.layers.registry.CORE_OPTIONS (each core's module)), checked before anything runs: a tuple lists the values,
 # a Range bounds a number (ssm_cli.values). A key a config does not have (e.g. scheduler.gamma
 # without scheduler=step) is not checked.
@@ -51,6 +54,9 @@ VALID = {
     "trainer.matmul_precision": ("highest", "high", "medium"),
     "trainer.test_at": ("best", "every"),
     "trainer.deterministic": (True, False),
+    "trainer.logger": ("none", "csv", "tensorboard", "wandb"),  # ssm_cli/train/loggers.py
+    "trainer.log_every_n_steps": _POSITIVE_INT,
+    "trainer.wandb_project": Text(),
     "optimizer.name": ("adamw",),
     "optimizer.lr": Range(0, lo_open=True),
     "optimizer.weight_decay": Range(0),
@@ -62,7 +68,7 @@ VALID = {
     "scheduler.gamma": Range(0, lo_open=True),
     "launcher.name": ("serial", "local"),
     "launcher.jobs": _POSITIVE_INT,
-    "launcher.pack": _POSITIVE_INT,
+    "launcher.pack": AnyOf((_POSITIVE_INT, ("auto",))),  # auto: ssm_cli/train/pack_size.py
     "ablation.noise_amplitude": Range(0),            # conf/ablation/ptd.yaml: 0 = no noisy test view
     "ablation.noise_omega": Range(0, lo_open=True),
     "ablation.noise_omegas": AnyOf((ListOf(Range(0, lo_open=True)), (None,))),
@@ -157,7 +163,7 @@ def preset_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
 def validate(cfg: DictConfig) -> None:
     """Check every value that has a fixed set of valid values; raise UserError listing them."""
     from ssm_cli.data.registry import DATASETS
-    from ssm_cli.train.model import check_model_config
+    from ssm_cli.model import check_model_config
 
     _check_interpolations(cfg)
     if cfg.dataset.name not in DATASETS:
@@ -168,6 +174,16 @@ def validate(cfg: DictConfig) -> None:
         if value is not absent:
             check(key, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value, valid)
     check_model_config(cfg.model)
+    _check_logger_installed(cfg.trainer.get("logger", "none"))
+
+
+def _check_logger_installed(name: str) -> None:
+    """trainer.logger=tensorboard|wandb needs its optional package (the extras of the same names)."""
+    import importlib.util
+
+    if name in ("tensorboard", "wandb") and importlib.util.find_spec(name) is None:
+        raise UserError(f"trainer.logger={name} needs the {name} package: pip install 'ssm-cli[{name}]' "
+                        f"(or choose trainer.logger=csv|none)")
 
 
 def _check_interpolations(cfg: DictConfig) -> None:
@@ -183,7 +199,9 @@ def _check_interpolations(cfg: DictConfig) -> None:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """8 hex digits identifying what a run computes (seed included, paths and launcher not)."""
+    """8 hex digits identifying what a run computes, except its seed: the seed lives in ``run``
+    (left out, as paths and the launcher are), so the seeds of one configuration share the hash
+    (the run directory ``seed<seed>-<hash>`` adds the seed) and ``ssm table`` averages exactly them."""
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in HASH_EXCLUDED:
         parts = key.split(".")

@@ -1,7 +1,7 @@
 """Declarations of valid values for config keys, and the check that names the key when one is not.
 
 A key's valid values are declared once, in the table beside its other declarations
-(``ssm_cli.config.VALID`` for the keys outside the model, ``ssm_cli.train.model.BACKBONE_VALID`` for
+(``ssm_cli.config.VALID`` for the keys outside the model, ``ssm_cli.model.BACKBONE_VALID`` for
 the backbone's, ``ssm_cli.layers.registry.CORE_OPTIONS (each core's module)`` for the SSM cores'). A declaration is a
 tuple of the allowed values, or one of the classes below.
 """
@@ -91,9 +91,20 @@ class ListOf:
         return f"{n}values each {describe(self.item)}{', without repeats' if self.unique else ''}"
 
 
+@dataclass(frozen=True)
+class Text:
+    """A non-empty string (a name, e.g. a W&B project)."""
+
+    def ok(self, value: object) -> bool:
+        return isinstance(value, str) and bool(value.strip())
+
+    def describe(self) -> str:
+        return "a non-empty string"
+
+
 def accepts(valid, value: object) -> bool:
     """Whether ``value`` is valid under the declaration ``valid``."""
-    if isinstance(valid, (Range, AnyOf, ListOf)):
+    if isinstance(valid, (Range, AnyOf, ListOf, Text)):
         return valid.ok(value)
     # a tuple of values: True/False/1/0 are told apart (1 == True in Python)
     return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in valid)
@@ -101,7 +112,7 @@ def accepts(valid, value: object) -> bool:
 
 def describe(valid) -> str:
     """The valid values in words, for an error message."""
-    if isinstance(valid, (Range, AnyOf, ListOf)):
+    if isinstance(valid, (Range, AnyOf, ListOf, Text)):
         return valid.describe()
     return ", ".join("null" if v is None else str(v) for v in valid)
 

@@ -25,14 +25,15 @@ def fail(e: UserError) -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
-    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides, e.g. ablation=init dataset=scifar model.d_state=64 seeds=[0,1,2]"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides, e.g. ablation=init dataset=scifar model.d_state=64 seeds=[0,1,2]; comma lists and range(...) sweep: model.d_state=16,32,64"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and where each run will write; run nothing."),
     cfg: bool = typer.Option(False, "--cfg", help="Print the composed config and exit."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun failed and diverged runs too."),
     no_reuse: bool = typer.Option(False, "--no-reuse", help="Run a variant even if an identical completed run (same config hash and seed) exists under out_dir in another ablation."),
 ) -> None:
-    """Run one config, or an ablation grid (variants × seeds) with ablation=NAME. Completed runs are
-    skipped and interrupted ones resume, so rerunning a command finishes its grid."""
+    """Run one config, an ablation grid (variants × seeds) with ablation=NAME, or a sweep
+    (model.d_state=16,32,64: one variant per value). Completed runs are skipped and interrupted
+    ones resume, so rerunning a command finishes its grid."""
     from ssm_cli.cli.run_cmd import run_command
 
     try:
@@ -109,12 +110,14 @@ def write_output(path: Path, text: str) -> None:
 @app.command()
 def plot(
     runs_dir: Path = typer.Argument(Path("outputs")),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNGs (default: RUNS_DIR)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the pictures (default: RUNS_DIR)."),
     metric: str = typer.Option("val_acc", help="Per-epoch metric to plot, e.g. val_acc, test_acc, train_loss."),
+    format: str = typer.Option("png", "--format", "-f", help="png | pdf | svg"),
     n: int = typer.Option(64, "--n", help="`ssm plot transfer`: the state size N of the initialisations."),
     checkpoint: Optional[Path] = typer.Option(None, help="`ssm plot transfer`: also a trained s4d run's last.ckpt."),
 ) -> None:
-    """Learning curves (metric per epoch, one line per variant, mean over seeds) as PNG files.
+    """Learning curves: one file per (ablation, dataset, preset, metric); one line per configuration
+    (mean over seeds, band ± std).
 
     `ssm plot transfer [--n N] [--checkpoint RUN/last.ckpt] [--out FILE.png]`: |G(iω)| of the
     S4D-LegS, S4D-Inv, PTD and exact HiPPO-LegS initialisations (ω = 325.4 marked)."""
@@ -135,7 +138,7 @@ def plot(
     unreadable: list = []
     try:
         check_writable(out or runs_dir, "--out folder" if out else "runs folder (the plots go there without --out)")
-        paths = plot_curves(runs_dir, out, metric, unreadable)
+        paths = plot_curves(runs_dir, out, metric, unreadable, format)
     except UserError as e:
         fail(e)
     except OSError as e:  # e.g. the folder became unwritable since the check
@@ -146,6 +149,34 @@ def plot(
         err.print(f"[yellow]no per-epoch {metric} found under {runs_dir}[/]")
     for p in paths:
         console.print(str(p))
+
+
+export_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn run records into other tools' formats.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("tensorboard")
+def export_tensorboard(
+    runs_dir: Path = typer.Argument(Path("outputs"), help="Folder holding the runs (an out_dir; searched recursively)."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Folder for the event files (default: RUNS_DIR/tensorboard)."),
+) -> None:
+    """TensorBoard event files from the runs' records (each epoch's metrics at its step), one folder
+    per run at its path under RUNS_DIR: `tensorboard --logdir RUNS_DIR/tensorboard`."""
+    from ssm_cli.paths import check_writable
+    from ssm_cli.train.loggers import export_tensorboard as export
+
+    unreadable: list = []
+    to = to or runs_dir / "tensorboard"
+    try:
+        check_writable(to, "--to folder")
+        folders = export(runs_dir, to, unreadable)
+    except UserError as e:
+        fail(e)
+    finally:
+        warn_unreadable(unreadable)
+    if not folders:
+        err.print(f"[yellow]no run with per-epoch metrics under {runs_dir}[/]")
+    console.print(f"{len(folders)} run(s) exported to {to}", highlight=False)
 
 
 @app.command("list")
@@ -160,10 +191,8 @@ def list_(group: Optional[str] = typer.Argument(None, help="ablation | dataset |
 
 
 def _mount_data() -> None:
-    try:
-        from ssm_cli.data.cli import app as data_app
-    except ImportError:  # pragma: no cover - the data CLI is part of the package
-        return
+    from ssm_cli.cli.data_cmd import app as data_app
+
     app.add_typer(data_app, name="data", help="Datasets: list, where, verify, prepare, generate.")
 
 

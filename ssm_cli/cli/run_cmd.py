@@ -6,19 +6,26 @@ import sys
 
 from omegaconf import OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
+from ssm_cli.cli.progress import GridDisplay
 from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.interrupts import exit_code
 from ssm_cli.trace import trace
 from ssm_cli.train.grid import find_identical, plan, reuse, run_local, run_serial, todo
-from ssm_cli.train.pack import make_units, pack_key
+from ssm_cli.train.pack import make_units
 from ssm_cli.train.record import read_record
 
 console = Console()
 STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow",
-                "interrupted": "yellow", "new": ""}
+                "interrupted": "yellow", "running elsewhere": "yellow", "new": ""}
+
+
+def styled(status: str) -> str:
+    """``status`` as rich markup in its colour (escaped: no status or message is read as markup)."""
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{escape(status)}[/]" if style else escape(status)
 
 
 def show_plan(runs) -> None:
@@ -27,27 +34,42 @@ def show_plan(runs) -> None:
         t.add_column(col)
     for r in runs:
         s = r.status
-        t.add_row(r.variant, str(r.seed), f"[{STATUS_STYLE.get(s, '')}]{s}[/]" if STATUS_STYLE.get(s) else s, str(r.run_dir))
+        t.add_row(escape(r.variant), str(r.seed), styled(s), escape(str(r.run_dir)))
     console.print(t)
+
+
+def _pack_size(runs, retry_failed: bool, dry_run: bool) -> int:
+    """``launcher.pack``, with ``auto`` measured on the GPU (``ssm_cli/train/pack_size.py``); a dry
+    run shows the largest packs auto could form, without measuring."""
+    from ssm_cli.train.pack import pack_key
+    from ssm_cli.train.pack_size import AUTO, resolve
+
+    cfg = runs[0].cfg
+    if cfg.launcher.pack != AUTO:
+        return int(cfg.launcher.pack)
+    sizes: dict[str, int] = {}
+    for r in todo(runs, retry_failed):
+        sizes[pack_key(r.cfg)] = sizes.get(pack_key(r.cfg), 0) + 1
+    n = max(sizes.values(), default=1)
+    return n if dry_run else resolve(cfg, n)
 
 
 def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_failed: bool, reuse_identical: bool = True) -> int:
     trace("imports done (torch, Hydra, Typer; Lightning comes when a run starts)")
+    if any(o in ("--multirun", "-m") for o in overrides):
+        raise UserError("ssm run sweeps without --multirun: comma lists and range(...) in overrides "
+                        "(model.d_state=16,32,64) make the variants of a grid; drop --multirun")
     runs = plan(overrides)
     if show_cfg:
         cfg = runs[0].cfg
         console.print(OmegaConf.to_yaml(cfg, resolve=True), highlight=False, markup=False)
         return 0
-    pack_size = int(runs[0].cfg.launcher.pack)
+    pack_size = _pack_size(runs, retry_failed, dry_run)
     if dry_run:
         show_plan(runs)
-        if pack_size > 1:
-            groups: dict[str, list] = {}
-            for r in todo(runs, retry_failed):
-                groups.setdefault(pack_key(r.cfg), []).append(r.variant)
-            for names in groups.values():
-                for i in range(0, len(names), pack_size):
-                    console.print(f"pack: {', '.join(names[i:i + pack_size])}", highlight=False)
+        for unit in make_units(todo(runs, retry_failed), pack_size, dry_run=True):
+            if len(unit) > 1:
+                console.print(f"pack: {', '.join(r.variant for r in unit)}", highlight=False)
         return 0
     try:  # Ctrl-C and SIGTERM raise Interrupted (cli/main.py): the runs stop resumable
         return _execute(runs, overrides, retry_failed, reuse_identical, pack_size)
@@ -60,14 +82,17 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
         raise
 
 
-def summarize(runs, overrides: list[str]) -> int:
+def summarize(runs, overrides: list[str], elsewhere: frozenset = frozenset()) -> int:
     """One line saying what of the grid is not completed and the command that finishes it, on
-    stderr; returns how many runs are not completed (0: nothing printed)."""
+    stderr; returns how many runs are not completed (0: nothing printed). ``elsewhere``: the run
+    directories found held by another process (counted as running elsewhere unless completed)."""
     counts: dict[str, int] = {}
     data_files: list[str] = []
     for r in runs:
         record = read_record(r.run_dir) or {}
         status = record.get("status", "new")
+        if r.run_dir in elsewhere and status != "completed":
+            status = "running elsewhere"
         if status in ("new", "pending", "running"):  # running: the process ended without a word (kill -9)
             status = "interrupted" if status == "running" else "not started"
         counts[status] = counts.get(status, 0) + 1
@@ -76,7 +101,7 @@ def summarize(runs, overrides: list[str]) -> int:
     left = len(runs) - counts.pop("completed", 0)
     if not left:
         return 0
-    order = ("not started", "interrupted", "failed", "diverged")
+    order = ("not started", "interrupted", "running elsewhere", "failed", "diverged")
     parts = ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
     command = shlex.join(["ssm", "run", *overrides])
     if counts.get("failed") or counts.get("diverged"):
@@ -106,9 +131,8 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
                   f"→ {first.out_dir}", highlight=False)
     outcomes: dict[str, int] = {}
     running_elsewhere: set = set()
-    with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, transient=False) as progress:
-        task = progress.add_task("", total=len(runs), completed=skipped)
+    # the grid's bar and a bar per active run, from the runs' progress files (cli/progress.py)
+    with GridDisplay(console, runs, work, per_run=bool(first.trainer.progress)) as progress:
 
         def on_done(r, record) -> None:
             status = record.get("status", "failed")
@@ -119,9 +143,12 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
             extra = f" {record.get('metric')}={result:.2f}" if isinstance(result, float) else ""
             if status in ("failed", "diverged"):
                 extra += f" ({record.get('error')})"
-            progress.console.print(f"  {r.variant} seed {r.seed}: [{STATUS_STYLE.get(status, '')}]{status}[/]{extra}",
-                                   highlight=False)
-            progress.advance(task)
+            shown = status
+            if status == "locked":  # another process runs it now: skipped here, a later rerun finds it done
+                holder = record.get("holder") or {}
+                shown = "running elsewhere"
+                extra = f" (host {holder.get('host') or '?'}, pid {holder.get('pid') or '?'}); skipped"
+            progress.done(r, f"  {escape(r.variant)} seed {r.seed}: {styled(shown)}{escape(extra)}")
 
         launcher = first.launcher
         units = make_units(work, pack_size)
@@ -140,12 +167,9 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
         from ssm_cli.results.table import aggregate, load_records, render
 
         records = [r for r in load_records(first.out_dir)
-                   if r.get("ablation") == runs[0].ablation and r.get("dataset") == first.dataset.name
+                   if r.get("ablation") == runs[0].ablation and r.get("dataset") in {x.dataset for x in runs}
                    and r.get("preset") == first.preset.name]
         print(render(aggregate(records), "rich"), end="")
     trace("grid done")
-    locked = outcomes.get("locked", 0)  # running in another process right now: that one reports them
-    left = summarize([r for r in runs if r.run_dir not in running_elsewhere], overrides)
-    if locked:
-        print(f"{locked} run(s) are being run by another process", file=sys.stderr, flush=True)
+    left = summarize(runs, overrides, frozenset(running_elsewhere))
     return 1 if left else 0

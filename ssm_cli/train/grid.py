@@ -22,7 +22,8 @@ from ssm_cli.config import compose, config_hash, preset_overrides
 from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.paths import check_writable
 from ssm_cli.trace import trace
-from ssm_cli.train.record import CONFIG, data_file_changed, read_record, set_aside_unreadable_record
+from ssm_cli.train.record import CONFIG, data_file_changed, locked_record, read_record, set_aside_unreadable_record
+from ssm_cli.train.sweep import split_sweep, sweep_name, sweep_variants
 
 SINGLE = "single"  # the ablation folder of runs made without an ablation
 
@@ -56,7 +57,8 @@ def effective_seeds(cfg: DictConfig) -> list[int]:
 
 def plan(overrides: list[str]) -> list[PlannedRun]:
     """Every run of the command, composed and validated (nothing runs if any variant is invalid)."""
-    base = compose(overrides)
+    overrides, swept, combos = split_sweep(overrides)  # model.d_state=16,32: an ad-hoc grid (train/sweep.py)
+    base = compose(overrides + (combos[0] if combos else []))
     check_writable(Path(base.out_dir), "out_dir")
     ablation = base.get("ablation")
     if ablation is None:
@@ -65,12 +67,19 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
     else:
         variants = OmegaConf.to_container(ablation.variants, resolve=True)
         ablation_name, metric = ablation.name, ablation.get("metric")
+    if combos:
+        variants = sweep_variants(swept, combos, variants if ablation is not None else None)
+        ablation_name = sweep_name(swept, ablation.name if ablation is not None else None)
         names = [v["name"] for v in variants]
         if len(set(names)) != len(names):
             raise UserError(f"ablation {ablation_name!r} has duplicate variant names: {names}")
+        kept = [v["name"] for v in available_variants(ablation_name, variants)]  # indices stay the declared ones
+        variants = [v if v["name"] in kept else None for v in variants]
     trace("base config composed")
     runs = []
     for index, variant in enumerate(variants):
+        if variant is None:
+            continue
         v_overrides = list(variant.get("overrides") or [])
         cfg = base
         if v_overrides:  # composed once: the protocol and epochs its preset adds guessed from the base's
@@ -88,8 +97,27 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
             run_dir = Path(c.out_dir) / ablation_name / c.dataset.name / variant["name"] / f"seed{seed}-{h}"
             runs.append(PlannedRun(ablation_name, c.dataset.name, variant["name"], int(seed),
                                    list(overrides) + v_overrides, c, run_dir))
-    trace(f"configs composed: {len(variants)} variant(s), {len(runs)} run(s)")
+    trace(f"configs composed: {sum(v is not None for v in variants)} variant(s), {len(runs)} run(s)")
     return runs
+
+
+def available_variants(ablation: str, variants: list[dict]) -> list[dict]:
+    """The variants whose ``requires_core`` (if any) is a registered core; each one left out is
+    named on stderr (e.g. ``s5`` in ``ablation=family`` before the S5 core exists)."""
+    from ssm_cli.layers.registry import names
+
+    cores = set(names())
+    kept = []
+    for v in variants:
+        need = v.get("requires_core")
+        if need is not None and need not in cores:
+            print(f"warning: ablation {ablation!r} skips variant {v['name']!r}: it needs the core {need!r}, "
+                  f"which is not registered (registered: {', '.join(sorted(cores))})", file=sys.stderr, flush=True)
+            continue
+        kept.append(v)
+    if not kept:
+        raise UserError(f"ablation {ablation!r} has no variant whose core is registered")
+    return kept
 
 
 def prepare(run: PlannedRun) -> None:
@@ -101,8 +129,8 @@ def prepare(run: PlannedRun) -> None:
         print(f"warning: unreadable record of {run.variant} seed {run.seed} kept as {aside}; "
               f"the run gets a new record", file=sys.stderr, flush=True)
     path = run.run_dir / CONFIG
-    if not path.exists():
-        tmp = path.with_name(f".{CONFIG}.tmp")
+    if not path.exists():  # a temporary file of this process's own: two grids may prepare a run at once
+        tmp = path.with_name(f".{CONFIG}.{os.getpid()}.tmp")
         OmegaConf.save(run.cfg, tmp, resolve=True)
         os.replace(tmp, path)
 
@@ -157,36 +185,14 @@ def start_early(cfg: DictConfig) -> None:
     """Start what a run will need and that does not need Lightning, in background threads, so it
     goes on while Lightning is imported (seconds; on some machines tens of seconds): the run's
     dataset is read (``ssm_cli.data.registry.prefetch``; ``load_dataset`` in the run takes it), and
-    CUDA is initialised when the run will train on it, then torch.compile's worker processes are
-    started if it will compile. None of it changes what the run computes."""
-    import threading
-
-    import torch
-
+    CUDA and torch.compile's worker processes are started when the run will use them
+    (``ssm_cli.train.device.start_cuda_early``). None of it changes what the run computes."""
     from ssm_cli.data.registry import prefetch
+    from ssm_cli.train.device import start_cuda_early
 
     options = OmegaConf.to_container(cfg.dataset.options, resolve=True)
     prefetch(cfg.dataset.name, cfg.data_dir, **options)
-    acc = cfg.trainer.accelerator
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
-        compiles = cfg.trainer.compile in (True, "auto")  # as SequenceTask decides, on a GPU
-        threading.Thread(target=_init_cuda, args=(compiles,), name="ssm-cuda-init", daemon=True).start()
-
-
-def _init_cuda(compiles: bool) -> None:
-    import torch
-
-    try:
-        torch.cuda.init()  # the run's first CUDA call would do it (environment(), then the model)
-    except Exception:  # noqa: BLE001 - the run's own first CUDA call reports the problem
-        return
-    trace("CUDA initialised in the background", sync=False)
-    if compiles:
-        from ssm_cli.train import compile_pool
-
-        if not compile_pool.start():
-            return
-        trace("compile workers started in the background", sync=False)
+    start_cuda_early(cfg)
 
 
 def run_serial(units: list[list[PlannedRun]], on_done) -> None:
@@ -196,14 +202,15 @@ def run_serial(units: list[list[PlannedRun]], on_done) -> None:
 
     if units:
         start_early(units[0][0].cfg)
-    from ssm_cli.train.run import execute_pack
+    from ssm_cli.train.pack_size import execute_splitting
 
     trace("training code imported (Lightning)")
     try:
         for unit in units:
             for r in unit:
                 prepare(r)
-            for r, record in zip(unit, execute_pack([r.run_dir for r in unit])):
+            # progress=False: the grid's display shows the run (its progress.json), not Lightning's bar
+            for r, record in zip(unit, execute_splitting([r.run_dir for r in unit], progress=False)):
                 on_done(r, record)
             drop_prefetches()  # one the run did not take (its config.yaml names other data)
     finally:
@@ -240,10 +247,21 @@ def run_local(units: list[list[PlannedRun]], jobs: int, on_done) -> None:
                 if p.poll() is not None:
                     active.remove((p, unit))
                     for r in unit:
-                        on_done(r, read_record(r.run_dir) or {"status": "failed", "error": f"worker exit {p.returncode}"})
+                        on_done(r, _outcome(r, p.returncode))
     except Interrupted:
         stop_workers([p for p, _ in active])
         raise
+
+
+def _outcome(run: PlannedRun, returncode: int) -> dict:
+    """The record of a run after its worker exited. A worker that found runs held by another
+    process exits ``LOCKED_EXIT``; those runs' records are the holder's, not final yet."""
+    from ssm_cli.train.worker import LOCKED_EXIT
+
+    record = read_record(run.run_dir)
+    if returncode == LOCKED_EXIT and (record is None or record.get("status") in ("pending", "running")):
+        return locked_record(run.run_dir)
+    return record or {"status": "failed", "error": f"worker exit {returncode}"}
 
 
 def stop_workers(procs: list[subprocess.Popen], grace: float = 60.0) -> None:

@@ -28,22 +28,33 @@ PACKS = "packs"  # folder of the packs' checkpoints under out_dir
 
 def pack_key(cfg: DictConfig) -> str:
     """Runs with equal keys can share a pack: the config without the SSM-core options and the
-    run's identity (ablation, variant, hash), plus the seed and what the FFT convolution needs
-    to be shared (bidirectional, channels)."""
-    from ssm_cli.train.model import BACKBONE_KEYS
+    run's identity (ablation, variant, hash), plus the seed and the core options that set the
+    shape of a core's output (``registry.SHAPE_OPTIONS``, defaults filled in: cores of different
+    kinds pack together when these agree)."""
+    from ssm_cli.layers.registry import SHAPE_OPTIONS, resolve
+    from ssm_cli.model import BACKBONE_KEYS, split_model_config
 
+    _, core_options = split_model_config(cfg.model)
+    options = resolve(cfg.model.core, core_options)
     d = OmegaConf.to_container(cfg, resolve=True)
     for key in ("run", "name", "ablation"):
         d.pop(key, None)
     model = d["model"]
     d["model"] = {k: model[k] for k in BACKBONE_KEYS if k in model and k != "core"}
-    d["model"].update(bidirectional=model.get("bidirectional", False), channels=model.get("channels", 1))
+    d["model"].update({k: options.get(k, absent) for k, absent in SHAPE_OPTIONS.items()})
     d["seed"] = cfg.run.seed
-    d["model"]["core"] = model.get("core")  # cores of different kinds never share a pack
+    d["model"]["mixer"] = core_is_mixer(model["core"])  # a block's tail differs for mixer cores
     ab = cfg.get("ablation")
-    if ab is not None and ab.get("noise_amplitude"):  # noisy evaluation runs through each core's forward
+    if ab is not None and ab.get("noise_amplitude"):  # noisy test views come from one run's ablation: alone
         d["alone"] = cfg.run.config_hash
     return json.dumps(d, sort_keys=True, default=str)
+
+
+def core_is_mixer(core: str) -> bool:
+    """Whether core ``core`` is its block's whole mixer (``SSMCore.mixer``: no output linear after it)."""
+    from ssm_cli.layers.registry import spec
+
+    return bool(getattr(spec(core).factory, "mixer", False))
 
 
 def pack_dir(out_dir: str | Path, run_dirs: list[Path]) -> Path:
@@ -94,8 +105,9 @@ def unpack_checkpoint(pack_ckpt: Path, index: int, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def make_units(runs: list, size: int) -> list[list]:
+def make_units(runs: list, size: int, dry_run: bool = False) -> list[list]:
     """Split the runs to do into units of execution: packs of at most ``size`` runs, or single runs.
+    ``dry_run``: the same units, with nothing written (no record, no member's checkpoint).
 
     - an interrupted pack whose members are all here is formed again (it resumes);
     - members of an interrupted pack that cannot be formed again get their share of its
@@ -110,8 +122,9 @@ def make_units(runs: list, size: int) -> list[list]:
         record = read_record(r.run_dir) or {}
         p = record.get("pack")
         if p and record.get("status") == "diverged":  # a retried diverged member starts afresh
-            record.pop("pack")
-            write_json_atomic(r.run_dir / "record.json", record)
+            if not dry_run:
+                record.pop("pack")
+                write_json_atomic(r.run_dir / "record.json", record)
             p = None
         if p and not (r.run_dir / CHECKPOINT).exists() and (Path(p["dir"]) / CHECKPOINT).exists():
             earlier.setdefault(p["dir"], []).append((r, p))
@@ -126,7 +139,8 @@ def make_units(runs: list, size: int) -> list[list]:
             units.append([mine[m] for m in members])
             continue
         for r, p in items:
-            unpack_checkpoint(Path(pdir) / CHECKPOINT, int(p["index"]), r.run_dir / CHECKPOINT)
+            if not dry_run:
+                unpack_checkpoint(Path(pdir) / CHECKPOINT, int(p["index"]), r.run_dir / CHECKPOINT)
             units.append([r])
     groups: dict[str, list] = {}
     for r in fresh:

@@ -13,24 +13,31 @@ from ssm_cli.trace import trace
 from ssm_cli.train.grid import start_early
 from ssm_cli.train.record import CONFIG
 
+# the exit code of a worker that found some of its runs held by another process (EX_TEMPFAIL):
+# the grid reports those as running elsewhere
+LOCKED_EXIT = 75
+
 
 def main(run_dirs: list[Path]) -> int:
-    """The worker's exit code: 0 all completed, 1 not all, 2 bad input, 128 + signal if interrupted
+    """The worker's exit code: 0 all completed, 1 not all, 2 bad input, ``LOCKED_EXIT`` some held by
+    another process, 128 + signal if interrupted
     (SIGINT or SIGTERM: the runs are recorded as interrupted and resume on the next ``ssm run``)."""
     try:
         with signals_raise():
             start_early(OmegaConf.load(run_dirs[0] / CONFIG))  # a pack's members share their data
-            from ssm_cli.train.run import execute_pack
+            from ssm_cli.train.pack_size import execute_splitting
 
             trace("training code imported (Lightning)")
-            records = execute_pack(run_dirs, progress=False)
+            records = execute_splitting(run_dirs, progress=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
         print(f"interrupted (signal {e.signum}); the run resumes on the next `ssm run`", file=sys.stderr)
         return exit_code(e.signum)
-    return 0 if all(r.get("status") in ("completed", "locked") for r in records) else 1
+    if any(r.get("status") == "locked" for r in records):
+        return LOCKED_EXIT
+    return 0 if all(r.get("status") == "completed" for r in records) else 1
 
 
 if __name__ == "__main__":

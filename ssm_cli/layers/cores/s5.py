@@ -180,15 +180,13 @@ class S5(SSMCore):
             y = 2 * y
         return (y + self.D.to(u.dtype) * u).to(u.dtype)  # (B L H)
 
-    def forward(self, u: torch.Tensor, rate: float = 1.0, residual: bool = False):
-        """u: (B, L, H) float -> y (B, L, H) by the parallel scan; ``residual``: also returns u."""
+    def forward(self, u: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
+        """u: (B, L, H) float -> y (B, L, H) by the parallel scan."""
         if u.shape[-1] != self.d_model:
             raise UserError(f"input has {u.shape[-1]} features but the core has d_model={self.d_model}")
-        v = self.add_input_noise(u, rate)  # (B L H): u unless the evaluation noise is on
         with torch.autocast(device_type=u.device.type, enabled=False):
             work = torch.float64 if u.dtype == torch.float64 else torch.float32
-            y = self._readout(self._states(v.to(work), rate, scan), v.to(work)).to(u.dtype)  # (B L H)
-        return (y, u) if residual else y
+            return self._readout(self._states(u.to(work), rate, scan), u.to(work)).to(u.dtype)  # (B L H)
 
     def forward_sequential(self, u: torch.Tensor, rate: float = 1.0) -> torch.Tensor:
         """The reference: the same output by a loop over time (scan.scan_sequential)."""
