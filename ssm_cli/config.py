@@ -16,7 +16,7 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.errors import UserError
-from ssm_cli.values import AnyOf, ListOf, Range, check
+from ssm_cli.values import AnyOf, ListOf, MappingOf, Range, Text, check
 
 CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parents[1] / "conf"))
 
@@ -60,9 +60,23 @@ VALID = {
     "scheduler.warmup_steps": Range(0, integer=True),
     "scheduler.milestones": ListOf(_POSITIVE_INT),
     "scheduler.gamma": Range(0, lo_open=True),
-    "launcher.name": ("serial", "local"),
+    "launcher.name": ("serial", "local", "submitit_local", "slurm"),
     "launcher.jobs": _POSITIVE_INT,
     "launcher.pack": _POSITIVE_INT,
+    # launcher=slurm and launcher=submitit_local (ssm_cli/launch/submit.py)
+    "launcher.partition": Text(none=True),
+    "launcher.time_min": _POSITIVE_INT,
+    "launcher.gpus_per_job": Range(0, integer=True),
+    "launcher.cpus_per_job": _POSITIVE_INT,
+    "launcher.mem_gb_per_job": Range(1, integer=True, none=True),
+    "launcher.array_parallelism": _POSITIVE_INT,
+    "launcher.account": Text(none=True),
+    "launcher.qos": Text(none=True),
+    "launcher.sbatch_extra": MappingOf(AnyOf((Range(), Text(), (True, False)))),
+    "launcher.setup": ListOf(Text()),
+    "launcher.folder": Text(),
+    "launcher.wait": (True, False),
+    "launcher.poll_s": Range(0, lo_open=True),
 }
 
 

@@ -17,6 +17,7 @@ from ssm_cli.train.pack import make_units, pack_key
 from ssm_cli.train.record import read_record
 
 console = Console()
+SUBMITIT_LAUNCHERS = ("slurm", "submitit_local")  # ssm_cli/launch/submit.py
 STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow",
                 "interrupted": "yellow", "new": ""}
 
@@ -39,8 +40,17 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
         console.print(OmegaConf.to_yaml(cfg, resolve=True), highlight=False, markup=False)
         return 0
     pack_size = int(runs[0].cfg.launcher.pack)
+    if int(runs[0].cfg.trainer.devices) > 1 and pack_size > 1:  # a run over several devices trains alone
+        console.print(f"launcher.pack={pack_size} ignored: trainer.devices={runs[0].cfg.trainer.devices} "
+                      f"trains each run alone (DDP)", highlight=False)
+        pack_size = 1
     if dry_run:
         show_plan(runs)
+        if runs[0].cfg.launcher.name in SUBMITIT_LAUNCHERS:
+            from ssm_cli.launch.submit import describe_submission
+
+            console.print(describe_submission(make_units(todo(runs, retry_failed), pack_size), runs[0].cfg),
+                          highlight=False, markup=False)
         if pack_size > 1:
             groups: dict[str, list] = {}
             for r in todo(runs, retry_failed):
@@ -132,8 +142,15 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
                                    f"trained as one network each (launcher.pack={pack_size})", highlight=False)
         # subprocesses only where two units can run at once: one unit (e.g. the whole grid as one
         # pack) runs here, without a worker's second start-up (its imports of torch and Lightning)
-        if launcher.name == "local" and min(int(launcher.jobs), len(units)) > 1:
+        if launcher.name in SUBMITIT_LAUNCHERS:
+            from ssm_cli.launch.submit import run_submitit
+
+            if not run_submitit(units, first, on_done, progress.console):
+                return 0  # submitted, not followed (launcher.wait=false): `ssm status` tells the rest
+        elif launcher.name == "local" and min(int(launcher.jobs), len(units)) > 1:
             run_local(units, int(launcher.jobs), on_done)
+        elif int(first.trainer.devices) > 1:  # a worker process, which Lightning starts once per rank
+            run_local(units, 1, on_done)
         else:
             run_serial(units, on_done)
     if runs[0].ablation is not None:

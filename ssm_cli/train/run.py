@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.errors import DataFileError, Interrupted, UserError
+from ssm_cli.train.ddp import RankShard, ddp_notes, is_rank_zero
 from ssm_cli.train.record import (CHECKPOINT, CONFIG, best_epoch, environment, file_state, read_record, run_lock,
                                   set_aside_corrupt_checkpoint, write_json_atomic)
 
@@ -94,7 +95,9 @@ class RecordKeeper(pl.Callback):
         task.keep_best_states()  # before the checkpoint: a resumed run tests the same weights
         # checkpoint first: a record never shows an epoch that a resume would compute again
         tmp = self.ckpt.with_name(f".{self.ckpt.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+        if not is_rank_zero():
+            return
         os.replace(tmp, self.ckpt)
         for run_dir, record in zip(self.run_dirs, self.records):
             write_json_atomic(run_dir / "record.json", record)
@@ -133,6 +136,8 @@ def execute(run_dir: Path, progress: bool | None = None) -> dict:
     """
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / CONFIG)
+    if not is_rank_zero():  # a DDP rank > 0: rank 0 holds the lock and keeps the record
+        return _fit([cfg], [run_dir], [read_record(run_dir) or new_record(cfg, run_dir)], run_dir / CHECKPOINT, False)[0]
     with run_lock(run_dir) as acquired:
         if not acquired:
             return {"status": "locked", "run_dir": str(run_dir)}
@@ -186,14 +191,26 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     # configs written before trainer.test_at existed: every set every epoch, as those runs began
     test_at = cfg.trainer.get("test_at", "every")
     env = environment()  # once per fit: a git subprocess and the device's name, not one per member
-    corrupt = set_aside_corrupt_checkpoint(ckpt)
+    zero = is_rank_zero()
+    corrupt = set_aside_corrupt_checkpoint(ckpt) if zero else None
+    ddp = int(cfg.trainer.devices) > 1
+    if ddp:  # every rank computes its share of each batch (train/ddp.py); no CUDA graphs there
+        notes = ddp_notes(cfg, len(cfgs))
+        cfgs = [c.copy() for c in cfgs]
+        for c in cfgs:
+            c.trainer.cuda_graphs = False
+        cfg = cfgs[0]
     for r in records:
         r.update(status="running", attempts=r.get("attempts", 0) + 1, environment=dict(env),
-                 error=None, diverged_step=None, test_at=test_at, data_file=None, traceback=None)
+                 error=None, diverged_step=None, test_at=test_at, data_file=None, traceback=None,
+                 where=where())
+        if ddp:
+            r["ddp"] = notes
         if corrupt:  # starts again from scratch: what the record showed of the lost epochs goes
             r.update(epochs=[], best=None, best_epoch=None, result=None, restarted=corrupt)
     for d, r in zip(run_dirs, records):
-        write_json_atomic(d / "record.json", r)
+        if zero:
+            write_json_atomic(d / "record.json", r)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -215,6 +232,8 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         train = make_loader(data.train, tc.batch_size, True, dev, tc.num_workers, seed)
         evals = {"val": (data.val, 1.0), "test": (data.test, 1.0), **data.extra_eval}
         eval_loaders = {name: make_loader(ds, eval_bs, False, dev, tc.num_workers) for name, (ds, _) in evals.items()}
+        if ddp:
+            train, eval_loaders = RankShard(train), {n: RankShard(lo) for n, lo in eval_loaders.items()}
         limit = tc.limit_train_batches
         steps = min(len(train), limit) if isinstance(limit, int) else len(train)
         task = SequenceTask(cfgs, data.spec, list(evals), [rate for _, rate in evals.values()], steps, seed=seed)
@@ -236,6 +255,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
             enable_checkpointing=False, enable_progress_bar=bool(show), enable_model_summary=False,
             num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=str(run_dirs[0]),
             limit_train_batches=limit, limit_val_batches=tc.limit_eval_batches, deterministic=tc.deterministic,
+            strategy="ddp" if ddp else "auto", use_distributed_sampler=False,  # RankShard cuts the batches
         )
         for r in records:  # data, model, loaders: what a run spends before its first step
             r["setup_seconds"] = time.perf_counter() - t0
@@ -283,5 +303,17 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
             deterministic_compilation(inductor_before)
         for d, r in zip(run_dirs, records):
             r["wall_seconds"] = wall0 + time.perf_counter() - t0
-            write_json_atomic(d / "record.json", r)
+            if is_rank_zero():
+                write_json_atomic(d / "record.json", r)
     return records
+
+
+def where() -> dict:
+    """Where the run is running, for ``ssm status``: host, process id, and the job's id under
+    submitit (SLURM's array job and task ids, or the local executor's)."""
+    import socket
+
+    e = os.environ
+    job = (f"{e['SLURM_ARRAY_JOB_ID']}_{e['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_JOB_ID" in e
+           else e.get("SLURM_JOB_ID") or e.get("SUBMITIT_LOCAL_JOB_ID"))
+    return {"host": socket.gethostname(), "pid": os.getpid(), "job_id": job}

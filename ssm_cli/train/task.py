@@ -114,7 +114,7 @@ class SequenceTask(pl.LightningModule):
         self._t_train = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
+        x, y, *weight = batch  # under DDP, this rank's share of the batch and its weight (train/ddp.py)
         opt, sched = self.optimizers(), self.lr_schedulers()
         use_graph = self.cfg.trainer.cuda_graphs and x.is_cuda
         if use_graph and self.graph_step is None:
@@ -125,7 +125,8 @@ class SequenceTask(pl.LightningModule):
             out = self(x)
             losses = self._loss(out, y)
             opt.zero_grad(set_to_none=True)
-            self.manual_backward(losses.sum())  # members share no parameters: each gets its own gradient
+            scale = weight[0] if weight else 1.0
+            self.manual_backward(losses.sum() * scale)  # members share no parameters: each gets its own gradient
             self.clip_gradients_()
             opt.step()
         sched.step()
@@ -194,7 +195,7 @@ class SequenceTask(pl.LightningModule):
             self._t_eval = None
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        x, y = batch
+        x, y = batch[:2]  # under DDP (x, y, weight): this rank's share (train/ddp.py)
         name = self.loop_names[dataloader_idx]
         out = self(x, rate=self.eval_rates[self.eval_names.index(name)])  # (K B O)
         acc = self._eval[name]
@@ -210,10 +211,24 @@ class SequenceTask(pl.LightningModule):
         """A (K,) tensor of sums -> K floats (one device sync)."""
         return v.tolist() if isinstance(v, torch.Tensor) else [float(v)] * self.K
 
+    def _over_ranks(self, sums: dict) -> dict:
+        """``sums`` (loss, correct, sq, n) added over the DDP ranks; as they are with one rank."""
+        from ssm_cli.train.ddp import all_sum, world_size
+
+        if world_size() == 1:
+            return sums
+        keys = [k for k in ("loss", "correct", "sq", "n") if k in sums]
+        stacked = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=self.device).expand(self.K)
+                               for k in keys])  # (keys K)
+        total = all_sum(stacked)
+        out = {**sums, **{k: total[i] for i, k in enumerate(keys)}}
+        out["n"] = int(total[keys.index("n"), 0].item())
+        return out
+
     def epoch_metrics(self) -> list[dict]:
         """The finished epoch's metrics, one dict per member: accuracies in percent, RMSE for regression."""
         self.check_finite()
-        t = self._train
+        t = self._over_ranks(self._train)
         common: dict = {"epoch": self.current_epoch + 1, "step": self.steps_done,
                         "lr": self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None,
                         "train_seconds": self._epoch_train_seconds, "eval_seconds": self._epoch_eval_seconds}
@@ -233,6 +248,7 @@ class SequenceTask(pl.LightningModule):
         ``<set>_acc`` (percent) or ``<set>_rmse``."""
         ms: list[dict] = [{} for _ in range(self.K)]
         for name, acc in self._eval.items():
+            acc = self._over_ranks(acc)
             if not acc["n"]:
                 continue
             per = self._per_member
