@@ -72,7 +72,7 @@ VALID = {
     "launcher.array_parallelism": _POSITIVE_INT,
     "launcher.account": Text(none=True),
     "launcher.qos": Text(none=True),
-    "launcher.sbatch_extra": MappingOf(AnyOf((Range(), Text(), (True, False)))),
+    "launcher.sbatch_extra": AnyOf((MappingOf(AnyOf((Range(), Text(), (True, False)))), (None,))),
     "launcher.setup": ListOf(Text()),
     "launcher.folder": Text(),
     "launcher.wait": (True, False),
