@@ -147,3 +147,17 @@ def test_status_shows_queued_failed_with_its_log_and_not_started(tmp_path, capsy
     assert states["failed"].state == "failed" and states["failed"].log_tail[-1] == "CUDA out of memory"
     assert len(states["failed"].log_tail) == 8
     assert states["new"].state == "not started"
+
+
+def test_the_checkpoint_hook_requeues_the_same_unit_and_stops_its_worker(tmp_path):
+    """What submitit calls before a time limit or on pre-emption (the job is then requeued)."""
+    import submitit
+
+    from ssm_cli.launch.submit import UnitJob
+
+    job = UnitJob()
+    job.worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    again = job.checkpoint(["/runs/a", "/runs/b"])
+    assert job.worker.poll() is not None  # stopped (SIGTERM)
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert isinstance(again.function, UnitJob) and again.args == (["/runs/a", "/runs/b"],)
