@@ -3,8 +3,9 @@
 A run is ``done`` (completed), ``running`` (with where: host, process id, job id), ``queued`` (its
 job is submitted, ``job.json``, and it has not started), ``not started``, ``interrupted``
 (resumes on the next ``ssm run``), or ``failed``/``diverged`` (with the last lines of its job's log,
-else of its record's traceback). A run recorded running whose process is gone (this host, no such
-process: killed) shows as ``interrupted``.
+else of its record's traceback). For SLURM jobs the state comes from ``sacct``: a job that ended
+before its run started shows as ``not started``, with the job's state. A run recorded running
+whose process is gone (this host, no such process: killed) shows as ``interrupted``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssm_cli.launch.submit import read_job
+from ssm_cli.launch.submit import ACTIVE_STATES, read_job, slurm_state
 from ssm_cli.train.record import CONFIG, read_record
 
 LOG_LINES = 8
@@ -83,7 +84,9 @@ def run_state(run_dir: Path) -> RunState:
     elif status == "interrupted":
         state = "interrupted"
     elif job is not None:
-        state, where = "queued", f"job {job['job_id']} ({job['launcher']})"
+        slurm = slurm_state(job)  # None: not SLURM, or SLURM cannot say
+        state = "queued" if slurm is None or slurm in ACTIVE_STATES else "not started"
+        where = f"job {job['job_id']} ({job['launcher']}{', ' + slurm if slurm else ''})"
     else:
         state = "not started"
     return RunState(run_dir, parts[0], parts[1], parts[2], parts[3].split("-")[0].removeprefix("seed"),

@@ -162,6 +162,12 @@ def run_submitit(units: list, cfg: DictConfig, on_done, console) -> bool:
 
     L = cfg.launcher
     executor = make_executor(cfg)
+    if L.name == "slurm":
+        busy = active_units(units)
+        if busy:
+            console.print(f"  {len(busy)} unit(s) still queued or running as SLURM jobs: not submitted again "
+                          f"(`ssm status {cfg.out_dir}`)", highlight=False)
+            units = [u for u in units if u not in busy]
     for unit in units:
         for r in unit:
             prepare(r)
@@ -208,6 +214,31 @@ def run_submitit(units: list, cfg: DictConfig, on_done, console) -> bool:
                 job.cancel()
         raise
     return True
+
+
+# SLURM job states of a job that has not ended: its runs are not submitted again
+ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")
+
+
+def slurm_state(job: dict | None) -> str | None:
+    """SLURM's state of the job ``job.json`` names (sacct, through submitit), e.g. PENDING,
+    RUNNING, COMPLETED; None for another launcher or when SLURM cannot say."""
+    if not job or job.get("launcher") != "slurm":
+        return None
+    try:
+        import submitit
+
+        state = submitit.SlurmJob(folder=job["folder"], job_id=str(job["job_id"])).watcher.get_state(
+            str(job["job_id"]), mode="force")
+    except Exception:  # noqa: BLE001 - no sacct here, or a job SLURM has forgotten
+        return None
+    return None if state in ("UNKNOWN", "") else state.split()[0]
+
+
+def active_units(units: list) -> list:
+    """The units one of whose runs is in a SLURM job that has not ended (a rerun of the command
+    while the first jobs still wait or run)."""
+    return [u for u in units if any(slurm_state(read_job(r.run_dir)) in ACTIVE_STATES for r in u)]
 
 
 def read_job(run_dir: Path) -> dict | None:

@@ -161,3 +161,30 @@ def test_the_checkpoint_hook_requeues_the_same_unit_and_stops_its_worker(tmp_pat
     assert job.worker.poll() is not None  # stopped (SIGTERM)
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert isinstance(again.function, UnitJob) and again.args == (["/runs/a", "/runs/b"],)
+
+
+def _fake_sacct(tmp_path: Path, monkeypatch, lines: list[str]) -> None:
+    """An ``sacct`` on PATH answering as SLURM does (``--parsable2``: JobID|State|NodeList)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    text = "\n".join(["JobID|State|NodeList", *lines])
+    (bin_dir / "sacct").write_text(f"#!/bin/sh\ncat <<'EOF'\n{text}\nEOF\n")
+    (bin_dir / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_units_whose_slurm_jobs_have_not_ended_are_not_submitted_again(tmp_path, monkeypatch):
+    from ssm_cli.launch.status import run_state
+    from ssm_cli.launch.submit import active_units
+    from ssm_cli.train.grid import plan, prepare
+
+    runs = plan(["ablation=B", "seeds=[0]", "preset=smoke", "launcher=slurm", f"out_dir={tmp_path / 'out'}"])
+    for r, job_id in zip(runs, ("90_0", "90_1")):
+        prepare(r)
+        (r.run_dir / "job.json").write_text(json.dumps({"launcher": "slurm", "job_id": job_id,
+                                                        "folder": str(tmp_path / "out" / ".submitit")}))
+    _fake_sacct(tmp_path, monkeypatch, ["90_0|PENDING|None assigned", "90_1|CANCELLED by 1000|"])
+    assert active_units([[r] for r in runs]) == [[runs[0]]]
+    waiting, ended = run_state(runs[0].run_dir), run_state(runs[1].run_dir)
+    assert waiting.state == "queued" and "PENDING" in waiting.where
+    assert ended.state == "not started" and "CANCELLED" in ended.where
