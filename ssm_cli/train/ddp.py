@@ -48,10 +48,14 @@ class RankShard:
     """This rank's share of each batch of ``loader`` (an iterable of (x, y)): yields
     (x_share, y_share, weight) with weight = share size × ranks / batch size, so that the average
     over the ranks of weight × (the share's mean loss) is the batch's mean loss. With one rank it
-    yields the batches whole (weight 1)."""
+    yields the batches whole (weight 1).
 
-    def __init__(self, loader):
-        self.loader = loader
+    A rank with an empty share (a last batch of fewer samples than ranks) skips it: in evaluation
+    its sums miss nothing; in training (``train``) every rank skips that batch, as DDP needs the
+    same steps on all ranks, so such a run leaves out those few samples of each epoch."""
+
+    def __init__(self, loader, train: bool):
+        self.loader, self.train = loader, train
         self.generator = getattr(loader, "generator", None)  # the shuffling state (RecordKeeper)
 
     def __len__(self) -> int:
@@ -62,6 +66,8 @@ class RankShard:
         for x, y in self.loader:
             n = y.shape[0]
             lo, hi = share(n, r, w)
+            if (self.train and n < w) or hi == lo:
+                continue
             yield x[lo:hi], y[lo:hi], (hi - lo) * w / n
 
 
@@ -74,10 +80,12 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def ddp_notes(cfg, n_members: int) -> list[str]:
+def ddp_notes(cfg) -> list[str]:
     """What a run over ``trainer.devices`` > 1 does differently, for its record."""
     notes = [f"DDP over {int(cfg.trainer.devices)} devices: each rank computes its share of every "
              f"batch of {int(cfg.trainer.batch_size)}; metrics are summed over the ranks"]
     if cfg.trainer.cuda_graphs:
         notes.append("CUDA graphs off under DDP (trainer.cuda_graphs ignored)")
+    if int(cfg.launcher.get("pack", 1)) > 1:
+        notes.append("packs off under DDP: the run trains alone (launcher.pack ignored)")
     return notes

@@ -195,7 +195,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     corrupt = set_aside_corrupt_checkpoint(ckpt) if zero else None
     ddp = int(cfg.trainer.devices) > 1
     if ddp:  # every rank computes its share of each batch (train/ddp.py); no CUDA graphs there
-        notes = ddp_notes(cfg, len(cfgs))
+        notes = ddp_notes(cfg)
         cfgs = [c.copy() for c in cfgs]
         for c in cfgs:
             c.trainer.cuda_graphs = False
@@ -233,7 +233,7 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         evals = {"val": (data.val, 1.0), "test": (data.test, 1.0), **data.extra_eval}
         eval_loaders = {name: make_loader(ds, eval_bs, False, dev, tc.num_workers) for name, (ds, _) in evals.items()}
         if ddp:
-            train, eval_loaders = RankShard(train), {n: RankShard(lo) for n, lo in eval_loaders.items()}
+            train, eval_loaders = RankShard(train, True), {n: RankShard(lo, False) for n, lo in eval_loaders.items()}
         limit = tc.limit_train_batches
         steps = min(len(train), limit) if isinstance(limit, int) else len(train)
         task = SequenceTask(cfgs, data.spec, list(evals), [rate for _, rate in evals.values()], steps, seed=seed)

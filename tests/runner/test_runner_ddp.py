@@ -3,7 +3,12 @@ directory, one record, and the metrics of the one-process run (each rank compute
 global batch; the sums are added over the ranks)."""
 import json
 import math
+import sys
 from pathlib import Path
+
+import pytest
+
+from ssm_cli.cli import main as cli
 
 SMOKE = ["preset=smoke", "dataset.options.n_train=64", "dataset.options.n_val=30", "dataset.options.n_test=30",
          "trainer.accelerator=cpu", "trainer.batch_size=8", "trainer.eval_batch_size=7"]  # 7: uneven shares
@@ -15,9 +20,17 @@ def only_record(out: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def test_two_ranks_leave_one_record_equal_to_the_one_process_run(ssm, tmp_path):
-    ssm("run", *SMOKE, f"out_dir={tmp_path / 'one'}")
-    ssm("run", *SMOKE, "trainer.devices=2", f"out_dir={tmp_path / 'two'}")
+def ssm_here(monkeypatch, *argv: str) -> None:
+    """``ssm ARGV`` in this process (the DDP run's worker and its second rank are subprocesses)."""
+    monkeypatch.setattr(sys, "argv", ["ssm", *argv])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 0
+
+
+def test_two_ranks_leave_one_record_equal_to_the_one_process_run(tmp_path, monkeypatch):
+    ssm_here(monkeypatch, "run", *SMOKE, f"out_dir={tmp_path / 'one'}")
+    ssm_here(monkeypatch, "run", *SMOKE, "trainer.devices=2", f"out_dir={tmp_path / 'two'}")
     one, two = only_record(tmp_path / "one"), only_record(tmp_path / "two")
     assert two["status"] == "completed" and two["attempts"] == 1
     assert len(list((tmp_path / "two").glob("*/*/*/seed*"))) == 1
@@ -30,3 +43,29 @@ def test_two_ranks_leave_one_record_equal_to_the_one_process_run(ssm, tmp_path):
                 continue
             assert math.isclose(v, e2[k], rel_tol=1e-5, abs_tol=1e-6), (k, v, e2[k])
     assert math.isclose(one["result"], two["result"], rel_tol=1e-6)
+
+
+def test_rank_shares_cover_each_batch_and_weight_it_to_its_mean(monkeypatch):
+    """Every sample of a batch is in exactly one rank's share, and the ranks' weighted share means
+    average (as DDP averages gradients) to the batch's mean; a share-less batch is skipped in
+    training by every rank, and in evaluation by the ranks without a share."""
+    import torch
+
+    from ssm_cli.train import ddp
+
+    for w in (2, 3, 4):
+        for n in (1, 2, 5, 7, 8, 13):
+            y = torch.arange(n, dtype=torch.float64) ** 1.5
+            batches = [(y[:, None], y)]
+            got, mean = [], 0.0
+            for r in range(w):
+                monkeypatch.setattr(ddp, "rank", lambda r=r: r)
+                monkeypatch.setattr(ddp, "world_size", lambda w=w: w)
+                train, evaluation = list(ddp.RankShard(batches, True)), list(ddp.RankShard(batches, False))
+                if n < w:
+                    assert train == []
+                for _, ys, weight in evaluation:
+                    got.extend(ys.tolist())
+                    mean += weight * ys.mean().item() / w
+            assert got == y.tolist(), (w, n)
+            assert math.isclose(mean, y.mean().item(), rel_tol=1e-12), (w, n)

@@ -26,17 +26,32 @@ def records(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/seed*/record.json"))]
 
 
-def test_a_grid_through_submitit_local_is_recorded_and_tabled(ssm, tmp_path):
+def ssm_here(monkeypatch, capfd, *argv: str) -> str:
+    """``ssm ARGV`` in this process (its jobs are processes of submitit's); returns its stdout."""
+    from ssm_cli.cli import main as cli
+
+    monkeypatch.setattr(sys, "argv", ["ssm", *argv])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    out, err = capfd.readouterr()
+    assert e.value.code == 0, out + err
+    return out
+
+
+def test_a_grid_through_submitit_local_is_recorded_and_tabled(tmp_path, monkeypatch, capfd):
     out = tmp_path / "out"
-    p = ssm("run", "ablation=B", "seeds=[0]", *SMOKE, *LOCAL, "launcher.array_parallelism=2", f"out_dir={out}")
-    assert "submitted 2 job(s) via submitit (submitit_local)" in " ".join(p.stdout.split()), p.stdout
+    stdout = ssm_here(monkeypatch, capfd, "run", "ablation=B", "seeds=[0]", *SMOKE, *LOCAL,
+                      "launcher.array_parallelism=2", f"out_dir={out}")
+    assert "submitted 2 job(s) via submitit (submitit_local)" in " ".join(stdout.split()), stdout
     rs = records(out)
     assert sorted(r["variant"] for r in rs) == ["frozen", "trainable"]
     for r in rs:
         assert r["status"] == "completed" and [e["epoch"] for e in r["epochs"]] == [1, 2], r
         job = json.loads((Path(r["run_dir"]) / "job.json").read_text())
         assert job["launcher"] == "submitit_local" and r["where"]["job_id"] == job["job_id"]
-    assert "B │ synthetic │ trainable │ test_acc" in p.stdout and "B │ synthetic │ frozen    │ test_acc" in p.stdout
+    assert "ssm results" in stdout  # the table printed at the end
+    rows = aggregate(load_records(out))  # what `ssm table` shows
+    assert sorted((row["variant"], row["n"]) for row in rows) == [("frozen", 1), ("trainable", 1)], rows
     assert [s.state for s in grid_states(out)] == ["done", "done"]
 
 
@@ -50,7 +65,7 @@ def _wait_for(predicate, timeout: float = 120.0):
     raise AssertionError("timed out")
 
 
-def test_a_job_killed_mid_run_resumes_on_resubmission_and_records_each_epoch_once(ssm, tmp_path):
+def test_a_job_killed_mid_run_resumes_on_resubmission_and_records_each_epoch_once(tmp_path, monkeypatch, capfd):
     out = tmp_path / "out"
     args = ["run", *SMOKE, *LOCAL, "trainer.epochs=3", "trainer.limit_train_batches=null", f"out_dir={out}"]
     env = {**os.environ, "COLUMNS": "200", "SSM_DATA": str(tmp_path / "data")}
@@ -68,7 +83,7 @@ def test_a_job_killed_mid_run_resumes_on_resubmission_and_records_each_epoch_onc
     [killed] = records(out)
     assert killed["status"] == "running" and killed["epochs"]
     assert [s.state for s in grid_states(out)] == ["interrupted"]  # its process is gone
-    ssm(*args)
+    ssm_here(monkeypatch, capfd, *args)
     [r] = records(out)
     assert r["status"] == "completed" and r["attempts"] == 2
     assert [e["epoch"] for e in r["epochs"]] == [1, 2, 3]
