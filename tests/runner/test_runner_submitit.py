@@ -203,3 +203,26 @@ def test_units_whose_slurm_jobs_have_not_ended_are_not_submitted_again(tmp_path,
     waiting, ended = run_state(runs[0].run_dir), run_state(runs[1].run_dir)
     assert waiting.state == "queued" and "PENDING" in waiting.where
     assert ended.state == "not started" and "CANCELLED" in ended.where
+
+
+def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
+    """submitit's pre-emption/time-limit signal (USR2, as SLURM's --signal sends it): the hook
+    requeues the unit, the run stops recorded interrupted, and the requeued job resumes it."""
+    from ssm_cli.launch.submit import UnitJob, make_executor
+    from ssm_cli.train.grid import plan, prepare
+
+    [run] = plan([*SMOKE, *LOCAL, "trainer.epochs=3", "trainer.limit_train_batches=null", f"out_dir={tmp_path}"])
+    prepare(run)
+    job = make_executor(run.cfg).submit(UnitJob(), [str(run.run_dir)])
+
+    def after_first_epoch():
+        rs = records(tmp_path)
+        return rs and rs[0]["status"] == "running" and len(rs[0]["epochs"]) >= 1 and rs[0]
+
+    first = _wait_for(after_first_epoch)
+    os.kill(first["where"]["pid"], signal.SIGUSR2)  # what SLURM sends the job's tasks before the end (--signal)
+    assert job.result() == 0
+    [r] = records(tmp_path)
+    assert r["status"] == "completed" and r["attempts"] == 2, r
+    assert [e["epoch"] for e in r["epochs"]] == [1, 2, 3]
+    assert r["epochs"][0] == first["epochs"][0]
