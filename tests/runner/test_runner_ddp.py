@@ -69,3 +69,22 @@ def test_rank_shares_cover_each_batch_and_weight_it_to_its_mean(monkeypatch):
                     mean += weight * ys.mean().item() / w
             assert got == y.tolist(), (w, n)
             assert math.isclose(mean, y.mean().item(), rel_tol=1e-12), (w, n)
+
+
+@pytest.mark.gpu
+def test_two_gpus_leave_one_record_equal_to_the_one_gpu_run(tmp_path, monkeypatch):
+    """The same over two GPUs (NCCL); float32 matmuls at full precision so the halves add up as the whole."""
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    gpu = [a.replace("trainer.accelerator=cpu", "trainer.accelerator=gpu") for a in SMOKE] + [
+        "trainer.matmul_precision=highest", "trainer.compile=false", "trainer.cuda_graphs=false"]
+    ssm_here(monkeypatch, "run", *gpu, f"out_dir={tmp_path / 'one'}")
+    ssm_here(monkeypatch, "run", *gpu, "trainer.devices=2", f"out_dir={tmp_path / 'two'}")
+    one, two = only_record(tmp_path / "one"), only_record(tmp_path / "two")
+    assert two["status"] == "completed" and two["ddp"]
+    for e1, e2 in zip(one["epochs"], two["epochs"]):
+        for k, v in e1.items():
+            if not k.endswith(TIMINGS):
+                assert math.isclose(v, e2[k], rel_tol=1e-4, abs_tol=1e-5), (k, v, e2[k])
