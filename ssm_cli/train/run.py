@@ -137,7 +137,10 @@ def execute(run_dir: Path, progress: bool | None = None) -> dict:
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / CONFIG)
     if not is_rank_zero():  # a DDP rank > 0: rank 0 holds the lock and keeps the record
-        return _fit([cfg], [run_dir], [read_record(run_dir) or new_record(cfg, run_dir)], run_dir / CHECKPOINT, False)[0]
+        record = read_record(run_dir) or new_record(cfg, run_dir)
+        if record["status"] == "completed":  # as rank 0 finds it (all ranks start at once under SLURM)
+            return record
+        return _fit([cfg], [run_dir], [record], run_dir / CHECKPOINT, False)[0]
     with run_lock(run_dir) as acquired:
         if not acquired:
             return {"status": "locked", "run_dir": str(run_dir)}
