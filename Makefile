@@ -1,4 +1,6 @@
 # The two commands a fresh machine needs: `make demo` (the main job) and `make test`.
+# The interpreter the venv is made from: CI tests the lowest and the highest supported Python
+# (pyproject's requires-python, 3.10, and the newest) with e.g. `make test PY=python3.10 VENV=.venv-3.10`.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,7 +17,7 @@ PACK ?= 5
 $(BIN)/ssm: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,audio]'
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $(BIN)/ssm
 
 install: $(BIN)/ssm

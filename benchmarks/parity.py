@@ -144,7 +144,7 @@ def build_ours(init: str, overrides: list[str] = ()):
     (``init`` = ``S4``: ``model=s4``, the S4 (DPLR) network)."""
     from ssm_cli.config import compose
     from ssm_cli.data.base import DataSpec
-    from ssm_cli.train.model import build_model
+    from ssm_cli.model import build_model
 
     choice = "model=s4" if init == S4 else f"model.init={init}"
     cfg = compose(["dataset=scifar", "preset=short", choice, *overrides])

@@ -57,7 +57,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from ssm_cli.layers import SequenceModel, cosine_with_warmup, param_groups  # noqa: E402
+from ssm_cli.layers import SequenceModel, param_groups  # noqa: E402
+from ssm_cli.train.optim import cosine_with_warmup  # noqa: E402
 
 MiB = 2 ** 20
 

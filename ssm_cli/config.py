@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from ssm_cli.errors import UserError
 from ssm_cli.values import AnyOf, ListOf, MappingOf, Range, Text, check
 
-CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parents[1] / "conf"))
+# The config tree ships inside the package (``ssm_cli/conf``, in the checkout a link to the
+# repository's ``conf/``), so an installed wheel finds it from any directory; SSM_CONF overrides it.
+CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parent / "conf"))
 
 # Keys that describe where/how a run executes, not what it computes: left out of the config hash.
 HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name", "run",
@@ -26,7 +28,7 @@ HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name",
                  "trainer.cuda_graphs", "trainer.eval_batch_size", "trainer.compile",
                  "trainer.test_at")  # when the test sets are evaluated, not what the test metric is
 
-# The valid values of every key outside the model (the model's: ssm_cli.train.model.BACKBONE_VALID
+# The valid values of every key outside the model (the model's: ssm_cli.model.BACKBONE_VALID
 # and ssm_cli.layers.registry.CORE_OPTIONS (each core's module)), checked before anything runs: a tuple lists the values,
 # a Range bounds a number (ssm_cli.values). A key a config does not have (e.g. scheduler.gamma
 # without scheduler=step) is not checked.
@@ -168,7 +170,7 @@ def preset_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
 def validate(cfg: DictConfig) -> None:
     """Check every value that has a fixed set of valid values; raise UserError listing them."""
     from ssm_cli.data.registry import DATASETS
-    from ssm_cli.train.model import check_model_config
+    from ssm_cli.model import check_model_config
 
     _check_interpolations(cfg)
     if cfg.dataset.name not in DATASETS:
@@ -194,7 +196,9 @@ def _check_interpolations(cfg: DictConfig) -> None:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """8 hex digits identifying what a run computes (seed included, paths and launcher not)."""
+    """8 hex digits identifying what a run computes, except its seed: the seed lives in ``run``
+    (left out, as paths and the launcher are), so the seeds of one configuration share the hash
+    (the run directory ``seed<seed>-<hash>`` adds the seed) and ``ssm table`` averages exactly them."""
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in HASH_EXCLUDED:
         parts = key.split(".")

@@ -1,7 +1,7 @@
 """Declarations of valid values for config keys, and the check that names the key when one is not.
 
 A key's valid values are declared once, in the table beside its other declarations
-(``ssm_cli.config.VALID`` for the keys outside the model, ``ssm_cli.train.model.BACKBONE_VALID`` for
+(``ssm_cli.config.VALID`` for the keys outside the model, ``ssm_cli.model.BACKBONE_VALID`` for
 the backbone's, ``ssm_cli.layers.registry.CORE_OPTIONS (each core's module)`` for the SSM cores'). A declaration is a
 tuple of the allowed values, or one of the classes below.
 """

@@ -139,17 +139,19 @@ def write_output(path: Path, text: str) -> None:
 @app.command()
 def plot(
     runs_dir: Path = typer.Argument(Path("outputs")),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNGs (default: RUNS_DIR)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the pictures (default: RUNS_DIR)."),
     metric: str = typer.Option("val_acc", help="Per-epoch metric to plot, e.g. val_acc, test_acc, train_loss."),
+    format: str = typer.Option("png", "--format", "-f", help="png | pdf | svg"),
 ) -> None:
-    """Learning curves (metric per epoch, one line per variant, mean over seeds) as PNG files."""
+    """Learning curves: one file per (ablation, dataset, preset, metric); one line per configuration
+    (mean over seeds, band ± std)."""
     from ssm_cli.results.plot import plot_curves
     from ssm_cli.paths import check_writable
 
     unreadable: list = []
     try:
         check_writable(out or runs_dir, "--out folder" if out else "runs folder (the plots go there without --out)")
-        paths = plot_curves(runs_dir, out, metric, unreadable)
+        paths = plot_curves(runs_dir, out, metric, unreadable, format)
     except UserError as e:
         fail(e)
     except OSError as e:  # e.g. the folder became unwritable since the check
@@ -174,10 +176,8 @@ def list_(group: Optional[str] = typer.Argument(None, help="ablation | dataset |
 
 
 def _mount_data() -> None:
-    try:
-        from ssm_cli.data.cli import app as data_app
-    except ImportError:  # pragma: no cover - the data CLI is part of the package
-        return
+    from ssm_cli.cli.data_cmd import app as data_app
+
     app.add_typer(data_app, name="data", help="Datasets: list, where, verify, prepare, generate.")
 
 

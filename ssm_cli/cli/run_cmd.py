@@ -6,6 +6,7 @@ import sys
 
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -13,13 +14,19 @@ from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.interrupts import exit_code
 from ssm_cli.trace import trace
 from ssm_cli.train.grid import find_identical, plan, reuse, run_local, run_serial, todo
-from ssm_cli.train.pack import make_units, pack_key
+from ssm_cli.train.pack import make_units
 from ssm_cli.train.record import read_record
 
 console = Console()
 SUBMITIT_LAUNCHERS = ("slurm", "submitit_local")  # ssm_cli/launch/submit.py
 STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow",
-                "interrupted": "yellow", "new": ""}
+                "interrupted": "yellow", "running elsewhere": "yellow", "new": ""}
+
+
+def styled(status: str) -> str:
+    """``status`` as rich markup in its colour (escaped: no status or message is read as markup)."""
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{escape(status)}[/]" if style else escape(status)
 
 
 def show_plan(runs) -> None:
@@ -28,7 +35,7 @@ def show_plan(runs) -> None:
         t.add_column(col)
     for r in runs:
         s = r.status
-        t.add_row(r.variant, str(r.seed), f"[{STATUS_STYLE.get(s, '')}]{s}[/]" if STATUS_STYLE.get(s) else s, str(r.run_dir))
+        t.add_row(escape(r.variant), str(r.seed), styled(s), escape(str(r.run_dir)))
     console.print(t)
 
 
@@ -46,18 +53,14 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
         pack_size = 1
     if dry_run:
         show_plan(runs)
+        units = make_units(todo(runs, retry_failed), pack_size, dry_run=True)
         if runs[0].cfg.launcher.name in SUBMITIT_LAUNCHERS:
             from ssm_cli.launch.submit import describe_submission
 
-            console.print(describe_submission(make_units(todo(runs, retry_failed), pack_size), runs[0].cfg),
-                          highlight=False, markup=False)
-        if pack_size > 1:
-            groups: dict[str, list] = {}
-            for r in todo(runs, retry_failed):
-                groups.setdefault(pack_key(r.cfg), []).append(r.variant)
-            for names in groups.values():
-                for i in range(0, len(names), pack_size):
-                    console.print(f"pack: {', '.join(names[i:i + pack_size])}", highlight=False)
+            console.print(describe_submission(units, runs[0].cfg), highlight=False, markup=False)
+        for unit in units:
+            if len(unit) > 1:
+                console.print(f"pack: {', '.join(r.variant for r in unit)}", highlight=False)
         return 0
     try:  # Ctrl-C and SIGTERM raise Interrupted (cli/main.py): the runs stop resumable
         return _execute(runs, overrides, retry_failed, reuse_identical, pack_size)
@@ -70,14 +73,17 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
         raise
 
 
-def summarize(runs, overrides: list[str]) -> int:
+def summarize(runs, overrides: list[str], elsewhere: frozenset = frozenset()) -> int:
     """One line saying what of the grid is not completed and the command that finishes it, on
-    stderr; returns how many runs are not completed (0: nothing printed)."""
+    stderr; returns how many runs are not completed (0: nothing printed). ``elsewhere``: the run
+    directories found held by another process (counted as running elsewhere unless completed)."""
     counts: dict[str, int] = {}
     data_files: list[str] = []
     for r in runs:
         record = read_record(r.run_dir) or {}
         status = record.get("status", "new")
+        if r.run_dir in elsewhere and status != "completed":
+            status = "running elsewhere"
         if status in ("new", "pending", "running"):  # running: the process ended without a word (kill -9)
             status = "interrupted" if status == "running" else "not started"
         counts[status] = counts.get(status, 0) + 1
@@ -86,7 +92,7 @@ def summarize(runs, overrides: list[str]) -> int:
     left = len(runs) - counts.pop("completed", 0)
     if not left:
         return 0
-    order = ("not started", "interrupted", "failed", "diverged")
+    order = ("not started", "interrupted", "running elsewhere", "failed", "diverged")
     parts = ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
     command = shlex.join(["ssm", "run", *overrides])
     if counts.get("failed") or counts.get("diverged"):
@@ -129,8 +135,13 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
             extra = f" {record.get('metric')}={result:.2f}" if isinstance(result, float) else ""
             if status in ("failed", "diverged"):
                 extra += f" ({record.get('error')})"
-            progress.console.print(f"  {r.variant} seed {r.seed}: [{STATUS_STYLE.get(status, '')}]{status}[/]{extra}",
-                                   highlight=False)
+            shown = status
+            if status == "locked":  # another process runs it now: skipped here, a later rerun finds it done
+                holder = record.get("holder") or {}
+                shown = "running elsewhere"
+                extra = f" (host {holder.get('host') or '?'}, pid {holder.get('pid') or '?'}); skipped"
+            progress.console.print(f"  {escape(r.variant)} seed {r.seed}: {styled(shown)}"
+                                   f"{escape(extra)}", highlight=False)
             progress.advance(task)
 
         launcher = first.launcher
@@ -161,8 +172,5 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
                    and r.get("preset") == first.preset.name]
         print(render(aggregate(records), "rich"), end="")
     trace("grid done")
-    locked = outcomes.get("locked", 0)  # running in another process right now: that one reports them
-    left = summarize([r for r in runs if r.run_dir not in running_elsewhere], overrides)
-    if locked:
-        print(f"{locked} run(s) are being run by another process", file=sys.stderr, flush=True)
+    left = summarize(runs, overrides, frozenset(running_elsewhere))
     return 1 if left else 0

@@ -9,7 +9,6 @@
 
     model = SequenceModel(d_input, d_output, d_model=128, n_layers=4, core="s4d", core_options={...})
     groups = param_groups(model, lr=0.01, weight_decay=0.01); describe_groups(groups)
-    sched = cosine_with_warmup(optimizer, warmup_steps, total_steps)
 
 Every core is one module under ``cores/`` that registers its name and options
 (``registry.register_core``); ``CORES`` / ``CORE_OPTIONS`` list them (filled once ``cores`` is imported).
@@ -20,6 +19,6 @@ from .registry import CORE_OPTIONS, CORES, build, register_core, resolve
 
 from . import cores  # noqa: E402,F401  (registers every core)
 from .backbone import SequenceModel  # noqa: E402
-from .optim import cosine_with_warmup, describe_groups, param_groups  # noqa: E402
+from .optim import describe_groups, param_groups  # noqa: E402
 
-__all__ = ["build", "register_core", "resolve", "CORES", "CORE_OPTIONS", "SequenceModel", "param_groups", "describe_groups", "cosine_with_warmup"]
+__all__ = ["build", "register_core", "resolve", "CORES", "CORE_OPTIONS", "SequenceModel", "param_groups", "describe_groups"]

@@ -1,4 +1,4 @@
-"""AdamW parameter groups from the layers' tags, and the cosine-with-warmup schedule (FACTS §1).
+"""AdamW parameter groups from the layers' tags (FACTS §1); the schedules are in ``ssm_cli.train.optim``.
 
 Convention of the S4 reference's training pipeline: tagged SSM parameters (dt, A, B; C when the
 core option ``lr_C`` is set) get their own lr and weight decay 0; biases, the norms' parameters and
@@ -8,10 +8,7 @@ default group with the global lr and weight decay.
 """
 from __future__ import annotations
 
-import math
-
 import torch
-from torch.optim.lr_scheduler import LambdaLR
 
 
 NO_DECAY_MODULES = (torch.nn.LayerNorm, torch.nn.BatchNorm1d, torch.nn.Embedding)
@@ -61,37 +58,6 @@ def describe_groups(groups: list[dict]) -> list[dict]:
 
 
 class _WarmupCosine:
-    """lr factor: step/warmup for step < warmup, then 0.5 (1 + cos(pi progress)) down to 0 at total."""
-
-    def __init__(self, warmup_steps: int, total_steps: int):
-        self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return step / max(1, self.warmup_steps)
-        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    def __repr__(self) -> str:
-        return f"cosine_with_warmup(warmup_steps={self.warmup_steps}, total_steps={self.total_steps})"
-
-
-class CosineWithWarmup(LambdaLR):
-    """LambdaLR with the warmup-cosine factor; step it once per optimizer step. Printable."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
-        self.schedule = _WarmupCosine(warmup_steps, total_steps)
-        super().__init__(optimizer, self.schedule)
-
-    def __repr__(self) -> str:
-        return repr(self.schedule)
-
-    def describe(self) -> dict:
-        """JSON-able description."""
-        return {"name": "cosine_with_warmup", "warmup_steps": self.schedule.warmup_steps,
-                "total_steps": self.schedule.total_steps, "interval": "step"}
-
-
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> CosineWithWarmup:
-    """Linear warmup from 0 over ``warmup_steps``, then cosine to 0 at ``total_steps`` (per optimizer step)."""
-    return CosineWithWarmup(optimizer, warmup_steps, total_steps)
+    """Unpickling only. Checkpoints written while the cosine schedule lived in this module hold an
+    instance of this class (the scheduler's ``schedule`` attribute, unused on resume); the schedules
+    are in ``ssm_cli.train.optim``."""

@@ -22,7 +22,7 @@ from ssm_cli.config import compose, config_hash, preset_overrides
 from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.paths import check_writable
 from ssm_cli.trace import trace
-from ssm_cli.train.record import CONFIG, data_file_changed, read_record, set_aside_unreadable_record
+from ssm_cli.train.record import CONFIG, data_file_changed, locked_record, read_record, set_aside_unreadable_record
 
 SINGLE = "single"  # the ablation folder of runs made without an ablation
 
@@ -101,8 +101,8 @@ def prepare(run: PlannedRun) -> None:
         print(f"warning: unreadable record of {run.variant} seed {run.seed} kept as {aside}; "
               f"the run gets a new record", file=sys.stderr, flush=True)
     path = run.run_dir / CONFIG
-    if not path.exists():
-        tmp = path.with_name(f".{CONFIG}.tmp")
+    if not path.exists():  # a temporary file of this process's own: two grids may prepare a run at once
+        tmp = path.with_name(f".{CONFIG}.{os.getpid()}.tmp")
         OmegaConf.save(run.cfg, tmp, resolve=True)
         os.replace(tmp, path)
 
@@ -157,36 +157,14 @@ def start_early(cfg: DictConfig) -> None:
     """Start what a run will need and that does not need Lightning, in background threads, so it
     goes on while Lightning is imported (seconds; on some machines tens of seconds): the run's
     dataset is read (``ssm_cli.data.registry.prefetch``; ``load_dataset`` in the run takes it), and
-    CUDA is initialised when the run will train on it, then torch.compile's worker processes are
-    started if it will compile. None of it changes what the run computes."""
-    import threading
-
-    import torch
-
+    CUDA and torch.compile's worker processes are started when the run will use them
+    (``ssm_cli.train.device.start_cuda_early``). None of it changes what the run computes."""
     from ssm_cli.data.registry import prefetch
+    from ssm_cli.train.device import start_cuda_early
 
     options = OmegaConf.to_container(cfg.dataset.options, resolve=True)
     prefetch(cfg.dataset.name, cfg.data_dir, **options)
-    acc = cfg.trainer.accelerator
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
-        compiles = cfg.trainer.compile in (True, "auto")  # as SequenceTask decides, on a GPU
-        threading.Thread(target=_init_cuda, args=(compiles,), name="ssm-cuda-init", daemon=True).start()
-
-
-def _init_cuda(compiles: bool) -> None:
-    import torch
-
-    try:
-        torch.cuda.init()  # the run's first CUDA call would do it (environment(), then the model)
-    except Exception:  # noqa: BLE001 - the run's own first CUDA call reports the problem
-        return
-    trace("CUDA initialised in the background", sync=False)
-    if compiles:
-        from ssm_cli.train import compile_pool
-
-        if not compile_pool.start():
-            return
-        trace("compile workers started in the background", sync=False)
+    start_cuda_early(cfg)
 
 
 def run_serial(units: list[list[PlannedRun]], on_done) -> None:
@@ -243,10 +221,21 @@ def run_local(units: list[list[PlannedRun]], jobs: int, on_done) -> None:
                 if p.poll() is not None:
                     active.remove((p, unit))
                     for r in unit:
-                        on_done(r, read_record(r.run_dir) or {"status": "failed", "error": f"worker exit {p.returncode}"})
+                        on_done(r, _outcome(r, p.returncode))
     except Interrupted:
         stop_workers([p for p, _ in active])
         raise
+
+
+def _outcome(run: PlannedRun, returncode: int) -> dict:
+    """The record of a run after its worker exited. A worker that found runs held by another
+    process exits ``LOCKED_EXIT``; those runs' records are the holder's, not final yet."""
+    from ssm_cli.train.worker import LOCKED_EXIT
+
+    record = read_record(run.run_dir)
+    if returncode == LOCKED_EXIT and (record is None or record.get("status") in ("pending", "running")):
+        return locked_record(run.run_dir)
+    return record or {"status": "failed", "error": f"worker exit {returncode}"}
 
 
 def stop_workers(procs: list[subprocess.Popen], grace: float = 60.0) -> None:

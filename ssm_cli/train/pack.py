@@ -30,7 +30,7 @@ def pack_key(cfg: DictConfig) -> str:
     """Runs with equal keys can share a pack: the config without the SSM-core options and the
     run's identity (ablation, variant, hash), plus the seed and what the FFT convolution needs
     to be shared (bidirectional, channels)."""
-    from ssm_cli.train.model import BACKBONE_KEYS
+    from ssm_cli.model import BACKBONE_KEYS
 
     d = OmegaConf.to_container(cfg, resolve=True)
     for key in ("run", "name", "ablation"):
@@ -90,8 +90,9 @@ def unpack_checkpoint(pack_ckpt: Path, index: int, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def make_units(runs: list, size: int) -> list[list]:
+def make_units(runs: list, size: int, dry_run: bool = False) -> list[list]:
     """Split the runs to do into units of execution: packs of at most ``size`` runs, or single runs.
+    ``dry_run``: the same units, with nothing written (no record, no member's checkpoint).
 
     - an interrupted pack whose members are all here is formed again (it resumes);
     - members of an interrupted pack that cannot be formed again get their share of its
@@ -106,8 +107,9 @@ def make_units(runs: list, size: int) -> list[list]:
         record = read_record(r.run_dir) or {}
         p = record.get("pack")
         if p and record.get("status") == "diverged":  # a retried diverged member starts afresh
-            record.pop("pack")
-            write_json_atomic(r.run_dir / "record.json", record)
+            if not dry_run:
+                record.pop("pack")
+                write_json_atomic(r.run_dir / "record.json", record)
             p = None
         if p and not (r.run_dir / CHECKPOINT).exists() and (Path(p["dir"]) / CHECKPOINT).exists():
             earlier.setdefault(p["dir"], []).append((r, p))
@@ -122,7 +124,8 @@ def make_units(runs: list, size: int) -> list[list]:
             units.append([mine[m] for m in members])
             continue
         for r, p in items:
-            unpack_checkpoint(Path(pdir) / CHECKPOINT, int(p["index"]), r.run_dir / CHECKPOINT)
+            if not dry_run:
+                unpack_checkpoint(Path(pdir) / CHECKPOINT, int(p["index"]), r.run_dir / CHECKPOINT)
             units.append([r])
     groups: dict[str, list] = {}
     for r in fresh:

@@ -149,24 +149,50 @@ def data_file_changed(record: dict) -> bool:
     return file_state(saved["path"]) != saved
 
 
+LOCK = ".lock"
+
+
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[bool]:
     """Hold an exclusive lock on a run directory; yields False if another process holds it.
 
     The OS releases the lock when its process dies (also on kill -9), so a stale lock never
-    blocks a rerun.
+    blocks a rerun. The holder writes its host and pid into the lock file (``lock_holder``), so
+    a process that finds the run locked can say who runs it; the file is opened without
+    truncation, so a process that fails to get the lock leaves the holder's note intact.
     """
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(run_dir) / ".lock", "w") as f:
+    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, default_mode())
+    with os.fdopen(fd, "r+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
         try:
+            f.truncate(0)
+            f.write(json.dumps({"host": platform.node(), "pid": os.getpid()}))
+            f.flush()
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def lock_holder(run_dir: Path) -> dict:
+    """``{"host", "pid"}`` of the process that holds (or last held) the run's lock; values None
+    where the lock file has no such note."""
+    try:
+        data = json.loads((Path(run_dir) / LOCK).read_text())
+    except (OSError, ValueError):
+        data = None
+    data = data if isinstance(data, dict) else {}
+    return {"host": data.get("host"), "pid": data.get("pid")}
+
+
+def locked_record(run_dir: Path) -> dict:
+    """What executing a run that another process holds returns: status ``locked`` and the holder.
+    Never written to ``record.json`` (that is the holder's)."""
+    return {"status": "locked", "run_dir": str(run_dir), "holder": lock_holder(run_dir)}
 
 
 def git_commit() -> str | None:

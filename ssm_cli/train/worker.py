@@ -13,9 +13,14 @@ from ssm_cli.trace import trace
 from ssm_cli.train.grid import start_early
 from ssm_cli.train.record import CONFIG
 
+# the exit code of a worker that found some of its runs held by another process (EX_TEMPFAIL):
+# the grid reports those as running elsewhere
+LOCKED_EXIT = 75
+
 
 def main(run_dirs: list[Path], signals: tuple = SIGNALS) -> int:
-    """The worker's exit code: 0 all completed, 1 not all, 2 bad input, 128 + signal if interrupted
+    """The worker's exit code: 0 all completed, 1 not all, 2 bad input, ``LOCKED_EXIT`` some held by
+    another process, 128 + signal if interrupted
     (SIGINT or SIGTERM: the runs are recorded as interrupted and resume on the next ``ssm run``).
     ``signals``: those that interrupt the runs (a submitit job leaves SIGTERM to submitit)."""
     try:
@@ -31,7 +36,9 @@ def main(run_dirs: list[Path], signals: tuple = SIGNALS) -> int:
     except Interrupted as e:
         print(f"interrupted (signal {e.signum}); the run resumes on the next `ssm run`", file=sys.stderr)
         return exit_code(e.signum)
-    return 0 if all(r.get("status") in ("completed", "locked") for r in records) else 1
+    if any(r.get("status") == "locked" for r in records):
+        return LOCKED_EXIT
+    return 0 if all(r.get("status") == "completed" for r in records) else 1
 
 
 if __name__ == "__main__":

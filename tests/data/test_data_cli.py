@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ssm_cli.data import cifar, download
-from ssm_cli.data.cli import app
+from ssm_cli.cli.data_cmd import app
 from ssm_cli.data.paths import ENV_VAR, default_data_dir
 from ssm_cli.errors import UserError
 from tests.data.fixtures import write_bidmc_ts, write_cifar_pickles, write_mnist_idx, write_speech_commands

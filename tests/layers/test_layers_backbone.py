@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ssm_cli.errors import UserError
-from ssm_cli.layers import SequenceModel, cosine_with_warmup, describe_groups, param_groups
+from ssm_cli.layers import SequenceModel, describe_groups, param_groups
+from ssm_cli.train.optim import cosine_with_warmup
 from ssm_cli.layers.backbone import Norm, TiedDropout
 
 

@@ -172,7 +172,7 @@ def test_s4_C_init_needs_l_max_and_build_model_fills_it():
         build("s4", 2, 8, C_init="B")
     from ssm_cli.config import compose
     from ssm_cli.data.base import DataSpec
-    from ssm_cli.train.model import build_model
+    from ssm_cli.model import build_model
     cfg = compose(["dataset=scifar", "preset=smoke", "model=s4", "model.n_layers=1", "model.d_model=4",
                    "model.d_state=4"])
     core = build_model(cfg.model, DataSpec(name="x", seq_len=40, d_input=3, d_output=2)).blocks[0].core

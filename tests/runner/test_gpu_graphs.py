@@ -6,7 +6,8 @@ from omegaconf import open_dict
 
 from ssm_cli.config import compose
 from ssm_cli.data import load_dataset
-from ssm_cli.train.task import CudaGraphStep, SequenceTask
+from ssm_cli.train.cuda_graph import CudaGraphStep
+from ssm_cli.train.task import SequenceTask
 
 
 def train_steps(cfgs: list, cuda_graphs: bool, steps: int) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssm_cli.train.run import deterministic_compilation
+from ssm_cli.train.device import deterministic_compilation
 
 SMOKE = ["preset=smoke", "dataset.options.n_train=64", "dataset.options.n_val=32", "dataset.options.n_test=32"]
 
@@ -63,17 +63,18 @@ def test_a_run_with_trainer_deterministic_sets_the_mode_while_it_trains(tmp_path
     without ``trainer.deterministic`` leaves it alone."""
     import torch._inductor.config as inductor_config
 
+    from ssm_cli.train import device
     from ssm_cli.train import run as run_module
     from ssm_cli.train.grid import plan, prepare
 
     calls = []
-    real = run_module.deterministic_compilation
+    real = device.deterministic_compilation
 
     def spy(on):
         calls.append(bool(on))
         return real(on)
 
-    monkeypatch.setattr(run_module, "deterministic_compilation", spy)
+    monkeypatch.setattr(device, "deterministic_compilation", spy)
     before = inductor_config.deterministic
     for flag, expected in (("true", [True, before]), ("false", [])):
         calls.clear()

@@ -1,6 +1,7 @@
 """The real command line end to end on CPU: grids, records, resume after kill -9, NaN, tables."""
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def test_table_formats(ssm, tmp_path):
     md = ssm("table", str(out), "--format", "md").stdout
     assert md.startswith("| ablation |") and "| zoh |" in md
     csv = ssm("table", str(out), "--format", "csv").stdout.splitlines()
-    assert csv[0].startswith("ablation,dataset,variant,metric,mean,std,n,paper") and len(csv) == 3
+    assert csv[0].startswith("ablation,dataset,preset,protocol,variant,overrides,config_hash,metric,mean,std,n,paper") and len(csv) == 3
     latex = ssm("table", str(out), "--format", "latex").stdout
     assert r"\begin{tabular}" in latex and r"$\pm$" in latex
     target = tmp_path / "t.md"
@@ -144,7 +145,9 @@ def test_two_processes_never_run_the_same_run(tmp_path):
     prepare(r)
     with run_lock(r.run_dir) as held:
         assert held
-        assert execute(r.run_dir)["status"] == "locked"
+        locked = execute(r.run_dir)
+        assert locked["status"] == "locked"
+        assert locked["holder"] == {"host": platform.node(), "pid": os.getpid()}
     assert execute(r.run_dir)["status"] == "completed"
 
 
@@ -160,5 +163,5 @@ def test_plot_writes_png(ssm, tmp_path):
     out = tmp_path / "runs"
     ssm("run", "ablation=B", "seeds=[0]", f"out_dir={out}", *SMOKE)
     p = ssm("plot", str(out))
-    png = out / "curves-B-synthetic.png"
+    png = out / "curves-B-synthetic-smoke-val_acc.png"
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"

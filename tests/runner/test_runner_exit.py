@@ -27,11 +27,17 @@ def test_after_cuda_the_process_ends_at_once_with_the_command_code(monkeypatch, 
 
 
 def test_the_console_script_and_module_run_main():
-    import tomllib
     from pathlib import Path
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the dev extra installs tomli, the same parser
+        import tomli as tomllib
 
     scripts = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["ssm"] == "ssm_cli.cli.main:main"
     p = subprocess.run([sys.executable, "-m", "ssm_cli.cli.main", "table", "--format", "nope", "."],
                        capture_output=True, text=True)
+    assert p.returncode == 2 and "nope" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "ssm_cli", "table", "--format", "nope", "."], capture_output=True, text=True)
     assert p.returncode == 2 and "nope" in p.stderr

@@ -100,7 +100,7 @@ def test_ctrl_c_during_data_setup_leaves_the_run_resumable(ssm_here, tmp_path, m
 
 
 def test_ctrl_c_during_training_stops_the_grid_resumable(ssm_here, tmp_path, monkeypatch):
-    from ssm_cli.train.run import RecordKeeper
+    from ssm_cli.train.checkpoint import RecordKeeper
 
     real = RecordKeeper.on_train_epoch_end
     calls = []

@@ -170,7 +170,8 @@ def test_unpacked_checkpoint_is_a_single_runs_checkpoint(ssm, tmp_path):
 def test_a_diverged_member_does_not_stop_the_pack(tmp_path):
     from ssm_cli.config import compose
     from ssm_cli.data import load_dataset
-    from ssm_cli.train.task import Diverged, SequenceTask
+    from ssm_cli.train.metrics import Diverged
+    from ssm_cli.train.task import SequenceTask
 
     cfg = compose(["preset=smoke", f"out_dir={tmp_path}"])
     data = load_dataset("synthetic", str(tmp_path / "data"), n_train=8, n_val=8, n_test=8)
@@ -238,3 +239,23 @@ def test_start_up_trace_only_with_ssm_trace(ssm, tmp_path):
     loud = ssm(*args, f"out_dir={tmp_path / 'b'}", env={"SSM_TRACE": "1"})
     for phase in ("grid planned", "fit starts", "setup done", "step 1 done", "evaluation of epoch 1 done"):
         assert phase in loud.stderr, phase
+
+
+def test_pack_members_held_elsewhere_or_completed_are_reported_the_rest_train(tmp_path):
+    """A member another process holds is reported locked (with its holder), one completed since
+    the grid was planned keeps its record; the others train as a smaller pack."""
+    from ssm_cli.train.grid import plan, prepare
+    from ssm_cli.train.record import run_lock
+    from ssm_cli.train.run import execute, execute_pack
+
+    runs = plan(["ablation=init", "seeds=[0]", f"out_dir={tmp_path}", *SMOKE])[:3]
+    for r in runs:
+        prepare(r)
+    done = execute(runs[2].run_dir)
+    assert done["status"] == "completed"
+    with run_lock(runs[0].run_dir):
+        out = execute_pack([r.run_dir for r in runs])
+    assert out[0]["status"] == "locked" and out[0]["holder"]["pid"] == os.getpid()
+    assert out[1]["status"] == "completed" and "pack" not in out[1]  # trained alone: a pack of one
+    assert out[2] == done
+    assert execute_pack([r.run_dir for r in runs[:2]])[0]["status"] == "completed"

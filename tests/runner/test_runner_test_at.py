@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ssm_cli.train.grid import plan, prepare
-from ssm_cli.train.run import RecordKeeper, execute, execute_pack
+from ssm_cli.train.checkpoint import RecordKeeper
+from ssm_cli.train.run import execute, execute_pack
 
 # On this setup the best validation epoch is 4 of 6 and epochs 5 and 6 tie it (a tie keeps the
 # earliest), so the last epoch's weights, or a tie's, give other test metrics than the best's.
