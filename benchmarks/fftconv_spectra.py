@@ -5,7 +5,7 @@
 ``ssm_cli.layers.fftconv`` multiplies spectra three times per convolution: forward U*K, backward
 sum_c G conj(K) (for grad u) and sum_b G conj(U) (for grad k). As complex torch ops the backward
 materialises conj(U) and the (B, C, H, F) product before the batch sum; ``conv(compiled=True)``
-(CUDA; what ``compile_post`` models run) computes them instead as torch.compile'd real arithmetic on view_as_real tensors (``product_real``,
+(CUDA; what ``compiled`` models run) computes them instead as torch.compile'd real arithmetic on view_as_real tensors (``product_real``,
 ``grads_real``). Both are timed forward + backward (each followed by a GELU, as in a block), CUDA
 events, mean of 20 after 3 warm-ups, two-sided kernel (C=1, 2L taps) as in the sCIFAR model; the
 outputs and gradients of the two are compared first.

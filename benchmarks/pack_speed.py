@@ -1,13 +1,13 @@
 """Training throughput of a pack of K sCIFAR ablation models (``launcher.pack=K``) vs one model.
 
-    python benchmarks/pack_speed.py --K 1 2 5 [--bf16] [--no-compile] [--eager-spectra] [--c2r torch cufft]
+    python benchmarks/pack_speed.py --K 1 2 5 [--bf16] [--no-compile] [--c2r torch cufft]
                                     [--residual fused autograd]
                                     [--kernels] [--json out.json]
 
 Each variant: K ``SequenceModel`` s of the sCIFAR ablation protocol (FACTS §2; inits cycling through
 inv, lin, legs, real, rand) packed as one ``PackedModel`` (K = 1: the plain model), AdamW
 (fused, capturable) over the members' groups, the whole step captured in a CUDA graph as ``ssm run``
-does, ``compile_post`` on unless ``--no-compile``. Random data already on the device, batch 50 per
+does, ``compiled`` on unless ``--no-compile``. Random data already on the device, batch 50 per
 member. Reported per variant: step ms, samples/s per member and for the pack (K x batch / step),
 peak memory. Variants alternate between rounds; median over rounds. ``--c2r torch cufft``: each K
 twice, the FFT convolution's inverse FFTs by torch's ``irfft`` (which copies its input first) and by
@@ -40,12 +40,8 @@ def build(K: int, a, device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         core = dict(init=INITS[k % len(INITS)], disc="zoh", bidirectional=True, n_ssm=1, lr=0.001)
         members.append(SequenceModel(3, 10, d_model=a.d_model, n_layers=a.n_layers, d_state=a.d_state, core="s4d",
                                      core_options=core, norm="layer", prenorm=False, dropout=0.1, tie_dropout=True,
-                                     final_act="identity", pool="mean", compile_post=not a.no_compile and K == 1))
-    model = (members[0] if K == 1 else PackedModel(members, compile_post=not a.no_compile)).to(device)
-    if a.eager_spectra:  # keep the compiled tails, but the spectral products as complex torch ops
-        for m in model.modules():
-            if hasattr(m, "compile_spectra"):
-                m.compile_spectra = False
+                                     final_act="identity", pool="mean", compiled=not a.no_compile and K == 1))
+    model = (members[0] if K == 1 else PackedModel(members, compiled=not a.no_compile)).to(device)
     groups = [g for m in members for g in param_groups(m, lr=0.01, weight_decay=0.01)]
     for g in groups:
         g["lr"] = torch.tensor(float(g["lr"]), device=device)
@@ -54,14 +50,12 @@ def build(K: int, a, device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 
 class Variant:
     def __init__(self, K: int, a, device, c2r: str = "cufft", residual: str = "fused"):
-        from ssm_cli.layers import cufft
+        from ssm_cli.layers import backbone, cufft
 
         self.K, self.a, self.c2r, self.residual = K, a, c2r, residual
         cufft.ENABLED = c2r == "cufft"  # the capture records the chosen inverse FFT
         self.model, self.opt = build(K, a, device)
-        for m in self.model.modules():
-            if hasattr(m, "fuse_residual"):
-                m.fuse_residual = residual == "fused"
+        backbone.FUSE_RESIDUAL = residual == "fused"  # read at each forward, so it holds for the capture
         self.x = torch.randn(a.batch, a.L, 3, device=device)
         self.y = torch.randint(0, 10, (a.batch,), device=device)
         self.rates: list[float] = []
@@ -119,8 +113,6 @@ def main(argv=None) -> int:
     ap.add_argument("--d-state", type=int, default=64)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (kernels and FFTs stay float32)")
     ap.add_argument("--no-compile", action="store_true", help="no torch.compile of the block tails")
-    ap.add_argument("--eager-spectra", action="store_true",
-                    help="FFT convolution's spectral products as complex torch ops (compile_spectra off)")
     ap.add_argument("--compile-times", action="store_true",
                     help="print torch.compile's time per compiled function after the warm-ups")
     ap.add_argument("--c2r", nargs="+", choices=("torch", "cufft"), default=["cufft"],
@@ -153,7 +145,7 @@ def main(argv=None) -> int:
             v.rates.append(v.timed(a.steps))
     rows = []
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, batch {a.batch} per member, L {a.L}, "
-          f"bf16 {a.bf16}, compile_post {not a.no_compile}")
+          f"bf16 {a.bf16}, compiled {not a.no_compile}")
     print("| K | inverse FFT | residual grad | step ms | samples/s per member | samples/s, pack | vs K=1 | peak MiB | warm-up s |")
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
     base = None

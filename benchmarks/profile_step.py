@@ -14,13 +14,13 @@ import time
 import torch
 
 
-def build(L: int, device: str, fused: bool = False, compile_post: bool = False):
+def build(L: int, device: str, fused: bool = False, compiled: bool = False):
     from ssm_cli.layers import SequenceModel, param_groups
 
     core = dict(init="inv", disc="zoh", bidirectional=True, n_ssm=1, lr=0.001)
     model = SequenceModel(3, 10, d_model=128, n_layers=4, d_state=64, core="s4d", core_options=core,
                           norm="layer", prenorm=False, dropout=0.1, tie_dropout=True, final_act="identity",
-                          pool="mean", compile_post=compile_post).to(device)
+                          pool="mean", compiled=compiled).to(device)
     groups = param_groups(model, lr=0.01, weight_decay=0.01)
     if fused:  # tensor learning rates: a captured graph reads them, so schedules still apply
         for g in groups:
@@ -50,13 +50,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=30, help="operators listed")
     ap.add_argument("--graph", action="store_true", help="capture the whole step in a CUDA graph")
     ap.add_argument("--fused", action="store_true", help="fused AdamW")
-    ap.add_argument("--compile-post", action="store_true", help="torch.compile each block's real-valued tail")
+    ap.add_argument("--compiled", action="store_true", help="torch.compile each block's real-valued tail")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--kernels", action="store_true",
                     help="list device kernels (self time per step, calls per step) instead of the operator table")
     a = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, opt = build(a.L, device, fused=a.fused or a.graph, compile_post=a.compile_post)
+    model, opt = build(a.L, device, fused=a.fused or a.graph, compiled=a.compiled)
     x = torch.randn(a.batch, a.L, 3, device=device)
     y = torch.randint(0, 10, (a.batch,), device=device)
 

@@ -12,6 +12,8 @@ the SSM groups (lr 0.001, wd 0 for dt, A, B; lr 0.01, wd 0.01 for everything els
 
 * ours:       ``ssm_cli.layers.SequenceModel`` with the options of conf/model/s4d.yaml + the sCIFAR
               protocol (conf/protocol/scifar.yaml), groups from ``ssm_cli.layers.param_groups``.
+              ``--model NAME`` (e.g. mega_ema, gss, sgconv, liquid_s4, dlr): the same backbone around
+              core NAME with conf/model/NAME.yaml's core options (bidirectional, SSM lr as above).
 * reference:  the standalone ``s4.py`` of state-spaces/s4, imported from ``--reference PATH`` with
               importlib (never copied into the repository), ``S4Block(mode='diag', init='diag-inv')``
               inside the same tiny backbone (``RefModel`` below), groups built from the ``_optim``
@@ -64,15 +66,41 @@ MiB = 2 ** 20
 
 
 # ---- models ------------------------------------------------------------------------------------
-def build_ours(a: argparse.Namespace, block: int | None = None, compile_post: bool = False) -> nn.Module:
+def model_core_options(name: str, a: argparse.Namespace) -> dict:
+    """The core options of conf/model/<name>.yaml with the sCIFAR protocol's (bidirectional, SSM lr);
+    a null l_max is the benchmark's L (as the runner gives it the data's length)."""
+    from omegaconf import OmegaConf
+
+    from ssm_cli.config import CONF_DIR
+    from ssm_cli.model import BACKBONE_KEYS
+
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    if not path.exists():
+        raise SystemExit(f"error: no model {name!r} (conf/model/{name}.yaml)")
+    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    opts = {k: v for k, v in cfg.items() if k not in BACKBONE_KEYS}
+    opts.update(bidirectional=True, lr=a.ssm_lr)
+    if "l_max" in opts and opts["l_max"] is None:
+        opts["l_max"] = a.L
+    return opts
+
+
+def build_ours(a: argparse.Namespace, block: int | None = None, compiled: bool = False) -> nn.Module:
     """Our sCIFAR ablation model (conf/model/s4d.yaml + conf/protocol/scifar.yaml); ``block``: the
-    Vandermonde block length (None: the kernel's automatic choice)."""
+    Vandermonde block length (None: the kernel's automatic choice). ``--model NAME`` other than
+    s4d: the same backbone around core NAME with the options of conf/model/NAME.yaml."""
+    if a.model != "s4d":
+        return SequenceModel(
+            a.d_input, a.classes, d_model=a.d_model, n_layers=a.n_layers, core=a.model, d_state=a.d_state,
+            core_options=model_core_options(a.model, a), norm="layer", prenorm=False, dropout=a.dropout,
+            tie_dropout=True, activation="gelu", final_act="identity", pool="mean",
+            dropout_sites=a.dropout_sites, compiled=compiled)
     return SequenceModel(
         a.d_input, a.classes, d_model=a.d_model, n_layers=a.n_layers, core="s4d", d_state=a.d_state,
         core_options=dict(init="inv", disc="zoh", bidirectional=True, n_ssm=a.n_ssm or None, lr=a.ssm_lr,
                           block=block, dt_transform="softplus"),
         norm="layer", prenorm=False, dropout=a.dropout, tie_dropout=True, activation="gelu",
-        final_act="identity", pool="mean", dropout_sites=a.dropout_sites, compile_post=compile_post)
+        final_act="identity", pool="mean", dropout_sites=a.dropout_sites, compiled=compiled)
 
 
 def load_reference(path: str):
@@ -166,7 +194,7 @@ class Variant:
     fused: bool = False
     block: int | None = None
     graph: bool = False  # capture the whole step in a CUDA graph (what `ssm run` does on a GPU)
-    compile_post: bool = False  # torch.compile of each block's real-valued tail
+    compiled: bool = False  # torch.compile of each block's real-valued tail
     model: nn.Module | None = None
     runner: nn.Module | None = None  # model or torch.compile(model)
     opt: torch.optim.Optimizer | None = None
@@ -224,7 +252,7 @@ class Variant:
 def make_variant(v: Variant, a: argparse.Namespace, device: torch.device, s4=None) -> Variant:
     torch.manual_seed(a.seed)
     if v.impl == "ours":
-        v.model = build_ours(a, v.block, v.compile_post).to(device)
+        v.model = build_ours(a, v.block, v.compiled).to(device)
         v.groups = param_groups(v.model, a.lr, a.weight_decay)
         v.groups = [{k: g[k] for k in ("params", "lr", "weight_decay")} for g in v.groups]
     else:
@@ -261,11 +289,11 @@ def variants_from_args(a: argparse.Namespace) -> list[Variant]:
             out.append(Variant("ours+graph+bf16", "ours", graph=True, bf16=True))
         for T in a.block or []:
             out.append(Variant(f"ours+graph+block{T}", "ours", graph=True, block=T))
-        if a.compile_post:
-            out.append(Variant("ours+graph+compile_post", "ours", graph=True, compile_post=True))
+        if a.compiled:
+            out.append(Variant("ours+graph+compile_post", "ours", graph=True, compiled=True))
             T = (a.block or [None])[0]
             out.append(Variant(f"ours+graph+bf16+compile_post{'+block%d' % T if T else ''}", "ours", graph=True,
-                               bf16=True, compile_post=True, block=T))
+                               bf16=True, compiled=True, block=T))
         if not a.no_reference:
             out.append(Variant("reference+graph", "reference", graph=True))
     for T in a.block or []:
@@ -444,6 +472,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--L", type=int, default=1024, help="sequence length of the random data")
     p.add_argument("--d-input", type=int, default=3)
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--model", default="s4d",
+                   help="our model: a conf/model/ name (s4d, s4, dss, mega_ema, gss, sgconv, liquid_s4, dlr...); "
+                        "the reference is always the authors' S4D")
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--d-state", type=int, default=64)
@@ -460,7 +491,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="add ours under torch.compile (failure is reported)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--fused", action="store_true", help="add ours with AdamW(fused=True)")
-    p.add_argument("--compile-post", action="store_true",
+    p.add_argument("--compiled", "--compile-post", dest="compiled", action="store_true",
                    help="with --graph: add ours with torch.compile of each block's real-valued tail")
     p.add_argument("--graph", action="store_true",
                    help="add ours (and the reference) with the whole step captured in a CUDA graph (CUDA only)")

@@ -26,7 +26,8 @@ CONF_DIR = Path(os.environ.get("SSM_CONF", Path(__file__).resolve().parent / "co
 HASH_EXCLUDED = ("out_dir", "data_dir", "seeds", "launcher", "ablation", "name", "run",
                  "trainer.progress", "trainer.num_workers", "trainer.data_on_device",
                  "trainer.cuda_graphs", "trainer.eval_batch_size", "trainer.compile",
-                 "trainer.test_at")  # when the test sets are evaluated, not what the test metric is
+                 "trainer.test_at",  # when the test sets are evaluated, not what the test metric is
+                 "trainer.logger", "trainer.log_every_n_steps", "trainer.wandb_project")  # logs, not results
 
 # The valid values of every key outside the model (the model's: ssm_cli.model.BACKBONE_VALID
 # and ssm_cli.layers.registry.CORE_OPTIONS (each core's module)), checked before anything runs: a tuple lists the values,
@@ -53,6 +54,9 @@ VALID = {
     "trainer.matmul_precision": ("highest", "high", "medium"),
     "trainer.test_at": ("best", "every"),
     "trainer.deterministic": (True, False),
+    "trainer.logger": ("none", "csv", "tensorboard", "wandb"),  # ssm_cli/train/loggers.py
+    "trainer.log_every_n_steps": _POSITIVE_INT,
+    "trainer.wandb_project": Text(),
     "optimizer.name": ("adamw",),
     "optimizer.lr": Range(0, lo_open=True),
     "optimizer.weight_decay": Range(0),
@@ -64,7 +68,7 @@ VALID = {
     "scheduler.gamma": Range(0, lo_open=True),
     "launcher.name": ("serial", "local", "submitit_local", "slurm"),
     "launcher.jobs": _POSITIVE_INT,
-    "launcher.pack": _POSITIVE_INT,
+    "launcher.pack": AnyOf((_POSITIVE_INT, ("auto",))),  # auto: ssm_cli/train/pack_size.py
     # launcher=slurm and launcher=submitit_local (ssm_cli/launch/submit.py)
     "launcher.partition": Text(none=True),
     "launcher.time_min": _POSITIVE_INT,
@@ -181,6 +185,16 @@ def validate(cfg: DictConfig) -> None:
         if value is not absent:
             check(key, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value, valid)
     check_model_config(cfg.model)
+    _check_logger_installed(cfg.trainer.get("logger", "none"))
+
+
+def _check_logger_installed(name: str) -> None:
+    """trainer.logger=tensorboard|wandb needs its optional package (the extras of the same names)."""
+    import importlib.util
+
+    if name in ("tensorboard", "wandb") and importlib.util.find_spec(name) is None:
+        raise UserError(f"trainer.logger={name} needs the {name} package: pip install 'ssm-cli[{name}]' "
+                        f"(or choose trainer.logger=csv|none)")
 
 
 def _check_interpolations(cfg: DictConfig) -> None:

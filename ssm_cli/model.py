@@ -38,28 +38,27 @@ def split_model_config(model_cfg: DictConfig) -> tuple[dict, dict]:
 
 def check_model_config(model_cfg: DictConfig) -> None:
     """Raise UserError for an unknown core, core option or backbone value (before anything runs)."""
-    from ssm_cli.layers import build
+    from ssm_cli.layers.registry import build, with_seq_len
 
     backbone, core_options = split_model_config(model_cfg)
     for key, valid in BACKBONE_VALID.items():
         if key in backbone or key in ("d_model", "n_layers", "d_state"):
             check(f"model.{key}", backbone.get(key), valid)
     # Building one core runs exactly the checks the real model's will (unknown option, bad value);
-    # the S4 core's l_max (null: the data's length, unknown here) by a stand-in length.
-    if backbone["core"] == "s4" and core_options.get("l_max") is None:
-        core_options["l_max"] = 16
+    # a sequence length the core needs (the data's, unknown here) by a stand-in length.
+    core_options = with_seq_len(backbone["core"], core_options, 16)
     build(backbone["core"], d_model=backbone["d_model"], d_state=backbone["d_state"], **core_options)
 
 
-def build_model(model_cfg: DictConfig, spec: DataSpec, compile_post: bool = False):
+def build_model(model_cfg: DictConfig, spec: DataSpec, compiled: bool = False):
     """The network for a dataset: encoder from the data's input kind, decoder to its outputs.
 
-    compile_post: torch.compile each block's real-valued tail (a speed option, same numbers)."""
+    compiled: torch.compile of the blocks' real-valued tails and spectral products (a speed option, same numbers)."""
     from ssm_cli.layers import SequenceModel
+    from ssm_cli.layers.registry import with_seq_len
 
     backbone, core_options = split_model_config(model_cfg)
-    if backbone.get("core") == "s4" and core_options.get("l_max") is None:
-        core_options["l_max"] = spec.seq_len  # the length whose C~ the S4 core stores
+    core_options = with_seq_len(backbone["core"], core_options, spec.seq_len)  # e.g. S4's l_max
     return SequenceModel(
         d_input=spec.d_input,
         d_output=spec.d_output,
@@ -67,12 +66,12 @@ def build_model(model_cfg: DictConfig, spec: DataSpec, compile_post: bool = Fals
         vocab_size=spec.vocab_size,
         two_tower=spec.two_tower,
         core_options=core_options,
-        compile_post=compile_post,
+        compiled=compiled,
         **backbone,
     )
 
 
-def build_models(model_cfgs: list[DictConfig], spec: DataSpec, compile_post: bool = False, seed: int | None = None):
+def build_models(model_cfgs: list[DictConfig], spec: DataSpec, compiled: bool = False, seed: int | None = None):
     """One ``SequenceModel`` for one config; a ``PackedModel`` of K members for K configs.
 
     With ``seed``, ``torch.manual_seed(seed)`` runs before each member is built, so member k
@@ -85,7 +84,7 @@ def build_models(model_cfgs: list[DictConfig], spec: DataSpec, compile_post: boo
     for c in model_cfgs:
         if seed is not None:
             torch.manual_seed(seed)
-        models.append(build_model(c, spec, compile_post=compile_post and len(model_cfgs) == 1))
+        models.append(build_model(c, spec, compiled=compiled and len(model_cfgs) == 1))
     if len(models) == 1:
         return models[0]
-    return PackedModel(models, compile_post=compile_post)
+    return PackedModel(models, compiled=compiled)

@@ -93,12 +93,13 @@ class ListOf:
 
 @dataclass(frozen=True)
 class Text:
-    """A non-empty string (a name the key passes on, e.g. a SLURM partition); ``none``: None too."""
+    """A non-empty string (a name the key passes on, e.g. a W&B project or a SLURM partition);
+    ``none``: None too."""
 
     none: bool = False
 
     def ok(self, value: object) -> bool:
-        return (value is None and self.none) or (isinstance(value, str) and bool(value))
+        return (value is None and self.none) or (isinstance(value, str) and bool(value.strip()))
 
     def describe(self) -> str:
         return "a non-empty string" + (" or null" if self.none else "")

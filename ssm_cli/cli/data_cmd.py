@@ -3,7 +3,9 @@
     ssm data list                         every dataset: present / missing / generated, size, where
     ssm data where sc35                   the exact folder and layout expected, and how to get it
     ssm data prepare scifar               download (or generate) the raw data, then build the cache
-    ssm data verify scifar                load it and check counts, shapes and labels
+    ssm data verify scifar                load it and check counts, shapes and labels (listops, pathfinder:
+                                          also the release's statistics, docs/lra-data.md)
+    ssm data present sc35                 exit code 0 if its files are there, 1 if not
     ssm data generate listops --n-train 1000
 
 Every command takes ``--data-dir`` (default ``$SSM_DATA`` or ``./data``). Loader options are given
@@ -11,6 +13,7 @@ as ``-o key=value`` (repeatable), the same keys as ``dataset.options`` in the co
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -140,6 +143,25 @@ def verify(
 
 
 @app.command()
+def present(
+    name: str = typer.Argument(..., help="Dataset name (see `ssm data list`)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+) -> None:
+    """Exit code 0 when the dataset's raw files are on disk (or it needs none), 1 when not (for scripts)."""
+    from ssm_cli.data.checks import locate
+
+    try:
+        _check_name(name)
+    except UserError as e:
+        _fail(e)
+    found = locate(name, _data_dir(data_dir)) if DATASETS[name].source else True
+    if not found:
+        console.print(f"{name}: missing under {_data_dir(data_dir)} (`ssm data where {name}` says how to get it)", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"{name}: present" + (f" at {found}" if found is not True else ""), highlight=False)
+
+
+@app.command()
 def prepare(
     name: str = typer.Argument(..., help="Dataset name (see `ssm data list`)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
@@ -220,10 +242,11 @@ def generate(
     n_test: Optional[int] = typer.Option(None, "--n-test", help="listops: test examples (default 2000)."),
     n_samples: Optional[int] = typer.Option(None, "--n-samples", help="pathfinder: images (default: the generator's)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the output is deterministic given it."),
-    workers: int = typer.Option(1, "--workers", help="pathfinder: processes."),
+    workers: int = typer.Option(0, "--workers", help="Processes (0: one per CPU core); the output does not depend on it."),
 ) -> None:
     """Generate LRA ListOps or Pathfinder/Path-X in the release layout (no download needed)."""
     out_root = out if out is not None else _data_dir(data_dir) / "lra"
+    workers = workers if workers > 0 else (os.cpu_count() or 1)
     try:
         counts = {k: v for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("n_samples", n_samples)) if v is not None}
         folder = _run_generator(task, out_root, size=size, seed=seed, workers=workers, **counts)
@@ -239,7 +262,7 @@ def _run_generator(task: str, out_root: Path, size: int = 32, seed: int = 0, wor
         from ssm_cli.data import listops_gen
 
         listops_counts = {k: v for k, v in counts.items() if k in ("n_train", "n_val", "n_test")}
-        return listops_gen.generate(out_root, seed=seed, progress=True, **listops_counts)
+        return listops_gen.generate(out_root, seed=seed, workers=workers, progress=True, **listops_counts)
     check_choice("pathfinder size", size, (32, 128))
     from ssm_cli.data import pathfinder_gen
 

@@ -25,14 +25,15 @@ def fail(e: UserError) -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
-    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides, e.g. ablation=init dataset=scifar model.d_state=64 seeds=[0,1,2]"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides, e.g. ablation=init dataset=scifar model.d_state=64 seeds=[0,1,2]; comma lists and range(...) sweep: model.d_state=16,32,64"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and where each run will write; run nothing."),
     cfg: bool = typer.Option(False, "--cfg", help="Print the composed config and exit."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun failed and diverged runs too."),
     no_reuse: bool = typer.Option(False, "--no-reuse", help="Run a variant even if an identical completed run (same config hash and seed) exists under out_dir in another ablation."),
 ) -> None:
-    """Run one config, or an ablation grid (variants × seeds) with ablation=NAME. Completed runs are
-    skipped and interrupted ones resume, so rerunning a command finishes its grid."""
+    """Run one config, an ablation grid (variants × seeds) with ablation=NAME, or a sweep
+    (model.d_state=16,32,64: one variant per value). Completed runs are skipped and interrupted
+    ones resume, so rerunning a command finishes its grid."""
     from ssm_cli.cli.run_cmd import run_command
 
     try:
@@ -162,6 +163,34 @@ def plot(
         err.print(f"[yellow]no per-epoch {metric} found under {runs_dir}[/]")
     for p in paths:
         console.print(str(p))
+
+
+export_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn run records into other tools' formats.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("tensorboard")
+def export_tensorboard(
+    runs_dir: Path = typer.Argument(Path("outputs"), help="Folder holding the runs (an out_dir; searched recursively)."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Folder for the event files (default: RUNS_DIR/tensorboard)."),
+) -> None:
+    """TensorBoard event files from the runs' records (each epoch's metrics at its step), one folder
+    per run at its path under RUNS_DIR: `tensorboard --logdir RUNS_DIR/tensorboard`."""
+    from ssm_cli.paths import check_writable
+    from ssm_cli.train.loggers import export_tensorboard as export
+
+    unreadable: list = []
+    to = to or runs_dir / "tensorboard"
+    try:
+        check_writable(to, "--to folder")
+        folders = export(runs_dir, to, unreadable)
+    except UserError as e:
+        fail(e)
+    finally:
+        warn_unreadable(unreadable)
+    if not folders:
+        err.print(f"[yellow]no run with per-epoch metrics under {runs_dir}[/]")
+    console.print(f"{len(folders)} run(s) exported to {to}", highlight=False)
 
 
 @app.command("list")

@@ -7,9 +7,9 @@ import sys
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ssm_cli.cli.progress import GridDisplay
 from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.interrupts import exit_code
 from ssm_cli.trace import trace
@@ -39,18 +39,37 @@ def show_plan(runs) -> None:
     console.print(t)
 
 
+def _pack_size(runs, retry_failed: bool, dry_run: bool) -> int:
+    """``launcher.pack``, with ``auto`` measured on the GPU (``ssm_cli/train/pack_size.py``); a dry
+    run shows the largest packs auto could form, without measuring."""
+    from ssm_cli.train.pack import pack_key
+    from ssm_cli.train.pack_size import AUTO, resolve
+
+    cfg = runs[0].cfg
+    if cfg.launcher.pack != AUTO:
+        return int(cfg.launcher.pack)
+    sizes: dict[str, int] = {}
+    for r in todo(runs, retry_failed):
+        sizes[pack_key(r.cfg)] = sizes.get(pack_key(r.cfg), 0) + 1
+    n = max(sizes.values(), default=1)
+    return n if dry_run else resolve(cfg, n)
+
+
 def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_failed: bool, reuse_identical: bool = True) -> int:
     trace("imports done (torch, Hydra, Typer; Lightning comes when a run starts)")
+    if any(o in ("--multirun", "-m") for o in overrides):
+        raise UserError("ssm run sweeps without --multirun: comma lists and range(...) in overrides "
+                        "(model.d_state=16,32,64) make the variants of a grid; drop --multirun")
     runs = plan(overrides)
     if show_cfg:
         cfg = runs[0].cfg
         console.print(OmegaConf.to_yaml(cfg, resolve=True), highlight=False, markup=False)
         return 0
-    pack_size = int(runs[0].cfg.launcher.pack)
-    if int(runs[0].cfg.trainer.devices) > 1 and pack_size > 1:  # a run over several devices trains alone
-        console.print(f"launcher.pack={pack_size} ignored: trainer.devices={runs[0].cfg.trainer.devices} "
+    devices = int(runs[0].cfg.trainer.devices)
+    if devices > 1 and str(runs[0].cfg.launcher.pack) != "1":  # a run over several devices trains alone
+        console.print(f"launcher.pack={runs[0].cfg.launcher.pack} ignored: trainer.devices={devices} "
                       f"trains each run alone (DDP)", highlight=False)
-        pack_size = 1
+    pack_size = 1 if devices > 1 else _pack_size(runs, retry_failed, dry_run)
     if dry_run:
         show_plan(runs)
         units = make_units(todo(runs, retry_failed), pack_size, dry_run=True)
@@ -122,9 +141,8 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
                   f"→ {first.out_dir}", highlight=False)
     outcomes: dict[str, int] = {}
     running_elsewhere: set = set()
-    with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, transient=False) as progress:
-        task = progress.add_task("", total=len(runs), completed=skipped)
+    # the grid's bar and a bar per active run, from the runs' progress files (cli/progress.py)
+    with GridDisplay(console, runs, work, per_run=bool(first.trainer.progress)) as progress:
 
         def on_done(r, record) -> None:
             status = record.get("status", "failed")
@@ -140,9 +158,7 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
                 holder = record.get("holder") or {}
                 shown = "running elsewhere"
                 extra = f" (host {holder.get('host') or '?'}, pid {holder.get('pid') or '?'}); skipped"
-            progress.console.print(f"  {escape(r.variant)} seed {r.seed}: {styled(shown)}"
-                                   f"{escape(extra)}", highlight=False)
-            progress.advance(task)
+            progress.done(r, f"  {escape(r.variant)} seed {r.seed}: {styled(shown)}{escape(extra)}")
 
         launcher = first.launcher
         units = make_units(work, pack_size)
@@ -168,7 +184,7 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
         from ssm_cli.results.table import aggregate, load_records, render
 
         records = [r for r in load_records(first.out_dir)
-                   if r.get("ablation") == runs[0].ablation and r.get("dataset") == first.dataset.name
+                   if r.get("ablation") == runs[0].ablation and r.get("dataset") in {x.dataset for x in runs}
                    and r.get("preset") == first.preset.name]
         print(render(aggregate(records), "rich"), end="")
     trace("grid done")

@@ -190,6 +190,10 @@ def verify(name: str, bundle: DatasetBundle) -> Report:
     for split, ds in splits.items():
         if len(ds):
             _check_targets(report, split, spec, ds)
+    from ssm_cli.data.stats import STATS  # the release's statistics (docs/lra-data.md)
+
+    if name in STATS and not report.failed:
+        report.checks += [Check(s.what, s.status, s.detail) for s in STATS[name](bundle)]
     return report
 
 

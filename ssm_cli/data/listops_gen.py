@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import random
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Union
 
@@ -154,6 +155,22 @@ def to_source(tree: Tree) -> str:
     return " ".join(parts + [END, ")"])
 
 
+CHUNK = 500  # expressions per random stream: the unit of work of one process
+
+
+def _chunk(job: tuple) -> list[tuple[str, int]]:
+    """``count`` kept expressions ``(source, target)`` of stream ``(seed, index)``: own random
+    stream per chunk, so the dataset does not depend on how many processes made it."""
+    seed, index, count, min_len, max_len, max_depth, max_args = job
+    rnd = random.Random(f"{seed}/{index}")
+    out = []
+    while len(out) < count:
+        s = sample(rnd, max_depth, max_args, max_len)
+        if s is not None and s[2] > min_len:
+            out.append(s[:2])
+    return out
+
+
 def generate(
     out_root: Path,
     n_train: int = 96000,
@@ -165,39 +182,51 @@ def generate(
     max_depth: int = 10,
     max_args: int = 10,
     progress: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Write ``out_root/listops-1000/basic_{train,val,test}.tsv``; return that folder.
 
-    Deterministic given ``seed``. Keeps unique expressions with ``min_len < length < max_len``.
+    Deterministic given ``seed`` whatever ``workers`` (processes): chunks of ``CHUNK`` expressions
+    come from their own random streams and are consumed in order; train, val and test are cut from
+    that one stream. Keeps unique expressions with ``min_len < length < max_len``.
     """
-    rnd = random.Random(seed)
     folder = Path(out_root) / "listops-1000"
     folder.mkdir(parents=True, exist_ok=True)
+    total = n_train + n_val + n_test
+    bar = _progress(progress, total)
     seen: set[bytes] = set()  # digests of the kept expressions (the strings are ~4 kB each)
-    bar = _progress(progress, n_train + n_val + n_test)
+    kept: list[tuple[str, int]] = []
+    next_chunk = 0
+    n_jobs = -(-total // CHUNK)
+    pool = get_context("spawn").Pool(min(workers, n_jobs)) if min(workers, n_jobs) > 1 else None
     try:
-        for split, n in zip(SPLITS, (n_train, n_val, n_test)):  # streamed: train first, then val, test
-            tmp = folder / f".basic_{split}.tsv.tmp"
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f, delimiter="\t")
-                w.writerow(["Source", "Target"])
-                kept = 0
-                while kept < n:
-                    s = sample(rnd, max_depth, max_args, max_len)
-                    if s is None or s[2] <= min_len:
-                        continue
-                    digest = hashlib.blake2b(s[0].encode(), digest_size=16).digest()
-                    if digest in seen:
+        while len(kept) < total:  # a second round only if duplicates were dropped
+            n_chunks = -(-(total - len(kept)) // CHUNK)
+            jobs = [(seed, next_chunk + i, CHUNK, min_len, max_len, max_depth, max_args) for i in range(n_chunks)]
+            next_chunk += n_chunks
+            for chunk in (pool.imap(_chunk, jobs) if pool else map(_chunk, jobs)):
+                for source, target in chunk:
+                    digest = hashlib.blake2b(source.encode(), digest_size=16).digest()
+                    if digest in seen or len(kept) == total:
                         continue
                     seen.add(digest)
-                    w.writerow(s[:2])
-                    kept += 1
-                    if bar is not None:
-                        bar[0].update(bar[1], advance=1)
-            tmp.replace(folder / f"basic_{split}.tsv")
+                    kept.append((source, target))
+                if bar is not None:
+                    bar[0].update(bar[1], completed=len(kept))
     finally:
+        if pool is not None:
+            pool.terminate()
         if bar is not None:
             bar[0].stop()
+    first = 0
+    for split, n in zip(SPLITS, (n_train, n_val, n_test)):
+        tmp = folder / f".basic_{split}.tsv.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, delimiter="\t")
+            w.writerow(["Source", "Target"])
+            w.writerows(kept[first:first + n])
+        tmp.replace(folder / f"basic_{split}.tsv")
+        first += n
     return folder
 
 

@@ -343,8 +343,8 @@ def generate(
         bar.start()
         task = bar.add_task(f"pathfinder{size} images", total=n_samples)
     try:
-        if workers > 1:
-            with get_context("spawn").Pool(workers) as pool:
+        if min(workers, len(jobs)) > 1:
+            with get_context("spawn").Pool(min(workers, len(jobs))) as pool:
                 for n in pool.imap_unordered(_write_folder, jobs):
                     if bar is not None:
                         bar.update(task, advance=n)

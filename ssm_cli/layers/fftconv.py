@@ -20,7 +20,7 @@ Two implementations of the same map:
   - the two large inverse FFTs (output, input gradient) transform spectral products nothing reads
     again, so on CUDA cuFFT transforms them in place (``cufft.irfft_consuming``): torch's ``irfft``
     would copy its input first, because cuFFT's complex-to-real transform overwrites it;
-  - ``compiled=True`` (CUDA, set by the models' ``compile_post``): the zero-padding copies are one
+  - ``compiled=True`` (CUDA, set by the models' ``compiled``): the zero-padding copies are one
     torch.compile'd kernel each (tiled transposed reads, see ``_pad_rfft``), and the three spectral
     products run as torch.compile'd real arithmetic on view_as_real tensors (``product_real``,
     ``grads_real``): one fused kernel each, no conj copy, the batch sum inside the kernel. The

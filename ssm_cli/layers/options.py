@@ -1,6 +1,7 @@
 """Option declarations shared by several cores (each core registers its own table,
 ``registry.register_core``): ``COMMON`` (every convolutional SSM core) and ``DIAGONAL`` (the
-diagonal cores S4D and DSS). Entries are ``option: (valid, default)``.
+diagonal cores S4D and DSS). Entries are ``option: (valid, default)``; the default is the one a
+run gets (``conf/model/<core>.yaml`` states the same values, ``tests/layers/test_layers_registry.py``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ _NUM = (int, float)
 COMMON = {
     "bidirectional": ((False, True), False),   # two kernels (forward, backward in time), summed
     "channels": (Range(1, integer=True), 1),   # output copies: core output has channels * H features
-    "n_ssm": (Range(1, integer=True, none=True), None),  # copies of (A, B) shared across channels; None = H
+    "n_ssm": (Range(1, integer=True, none=True), 1),  # copies of (A, B) shared across channels; None = H
     "dt_min": (Range(0, lo_open=True), 0.001),  # log dt ~ U[log dt_min, log dt_max]
     "dt_max": (Range(0, lo_open=True), 0.1),
     "lr": (Range(0), 0.001),                   # learning rate of dt, A, B (weight decay 0)
@@ -30,7 +31,7 @@ DIAGONAL = {
     "init": (DIAG_INITS, "inv"),
     "disc": (DISCS, "zoh"),
     "imag_transform": (TRANSFORMS, "none"),
-    "dt_transform": (("exp", "softplus"), "exp"),  # dt = f(log_dt); softplus: the reference pipeline's
+    "dt_transform": (("exp", "softplus"), "softplus"),  # dt = f(log_dt); softplus: the reference pipeline's
     "real_random": ((False, True), False),
     "imag_random": ((False, True), False),
     "real_scale": (_NUM, 1.0),

@@ -10,7 +10,10 @@ calls ``register_core``::
 ``ssm_cli.values`` declaration (``Range``...), or a type / tuple of types (``type(None)``: None is
 allowed). It is the one place the option's default lives: ``build`` fills it in and passes every
 option by keyword (``d_model``, ``d_state`` positionally), and ``conf/model/<name>.yaml`` is checked
-against it by a test. A test file can register a core too (``replace=True`` re-registers a name).
+against it by a test (``tests/layers/test_layers_registry.py``). ``seq_len_option`` names an
+option that, left None, a run sets to the data's sequence length (S4's ``l_max``). A core that
+takes ``seed`` declares it as an option (the backbone passes seed + layer when one is set).
+A test file can register a core too (``replace=True`` re-registers a name).
 """
 from __future__ import annotations
 
@@ -29,19 +32,28 @@ class CoreSpec:
     factory: Callable
     options: dict = field(default_factory=dict)   # option -> (valid, default)
     doc: str = ""
+    seq_len_option: str | None = None  # option a run fills with the data's sequence length when None
 
 
 CORES: dict[str, CoreSpec] = {}
 # CORE_OPTIONS[name][option] = (valid, default): a view of CORES kept in step by register_core.
 CORE_OPTIONS: dict[str, dict[str, tuple]] = {}
+# Options that set the shape of a core's output (channels * H features; two-sided kernels), with
+# the value of a core that does not have the option: the members of one pack must agree on them
+# (``train/pack.py::pack_key``, ``backbone.check_packable``).
+SHAPE_OPTIONS = {"bidirectional": False, "channels": 1}
 
 
-def register_core(name: str, options: dict, doc: str = "", replace: bool = False):
+def register_core(name: str, options: dict, doc: str = "", replace: bool = False,
+                  seq_len_option: str | None = None):
     """Decorator for a core class (or factory function) registering it under ``name``."""
     def deco(factory):
         if name in CORES and not replace and CORES[name].factory is not factory:
             raise ValueError(f"core {name!r} is registered twice")
-        CORES[name] = CoreSpec(name, factory, dict(options), doc or (factory.__doc__ or "").strip().split("\n")[0])
+        if seq_len_option is not None and seq_len_option not in options:
+            raise ValueError(f"core {name!r}: seq_len_option {seq_len_option!r} is not one of its options")
+        CORES[name] = CoreSpec(name, factory, dict(options), doc or (factory.__doc__ or "").strip().split("\n")[0],
+                               seq_len_option)
         CORE_OPTIONS[name] = CORES[name].options
         return factory
     return deco
@@ -97,6 +109,14 @@ def resolve(name: str, options: dict) -> dict:
 def build(name: str, d_model: int, d_state: int = 64, **options):
     """Build one SSM core by name; unknown options or invalid values raise UserError."""
     return spec(name).factory(d_model, d_state, **resolve(name, options))
+
+
+def with_seq_len(name: str, options: dict, seq_len: int) -> dict:
+    """``options`` with the core's ``seq_len_option`` set to ``seq_len`` where it is None (a copy)."""
+    opt = spec(name).seq_len_option
+    if opt is None or options.get(opt) is not None:
+        return dict(options)
+    return {**options, opt: seq_len}
 
 
 def names() -> list[str]:

@@ -23,6 +23,7 @@ from ssm_cli.errors import Interrupted, UserError
 from ssm_cli.paths import check_writable
 from ssm_cli.trace import trace
 from ssm_cli.train.record import CONFIG, data_file_changed, locked_record, read_record, set_aside_unreadable_record
+from ssm_cli.train.sweep import split_sweep, sweep_name, sweep_variants
 
 SINGLE = "single"  # the ablation folder of runs made without an ablation
 
@@ -56,7 +57,8 @@ def effective_seeds(cfg: DictConfig) -> list[int]:
 
 def plan(overrides: list[str]) -> list[PlannedRun]:
     """Every run of the command, composed and validated (nothing runs if any variant is invalid)."""
-    base = compose(overrides)
+    overrides, swept, combos = split_sweep(overrides)  # model.d_state=16,32: an ad-hoc grid (train/sweep.py)
+    base = compose(overrides + (combos[0] if combos else []))
     check_writable(Path(base.out_dir), "out_dir")
     ablation = base.get("ablation")
     if ablation is None:
@@ -65,12 +67,19 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
     else:
         variants = OmegaConf.to_container(ablation.variants, resolve=True)
         ablation_name, metric = ablation.name, ablation.get("metric")
+    if combos:
+        variants = sweep_variants(swept, combos, variants if ablation is not None else None)
+        ablation_name = sweep_name(swept, ablation.name if ablation is not None else None)
         names = [v["name"] for v in variants]
         if len(set(names)) != len(names):
             raise UserError(f"ablation {ablation_name!r} has duplicate variant names: {names}")
+        kept = [v["name"] for v in available_variants(ablation_name, variants)]  # indices stay the declared ones
+        variants = [v if v["name"] in kept else None for v in variants]
     trace("base config composed")
     runs = []
     for index, variant in enumerate(variants):
+        if variant is None:
+            continue
         v_overrides = list(variant.get("overrides") or [])
         cfg = base
         if v_overrides:  # composed once: the protocol and epochs its preset adds guessed from the base's
@@ -88,8 +97,27 @@ def plan(overrides: list[str]) -> list[PlannedRun]:
             run_dir = Path(c.out_dir) / ablation_name / c.dataset.name / variant["name"] / f"seed{seed}-{h}"
             runs.append(PlannedRun(ablation_name, c.dataset.name, variant["name"], int(seed),
                                    list(overrides) + v_overrides, c, run_dir))
-    trace(f"configs composed: {len(variants)} variant(s), {len(runs)} run(s)")
+    trace(f"configs composed: {sum(v is not None for v in variants)} variant(s), {len(runs)} run(s)")
     return runs
+
+
+def available_variants(ablation: str, variants: list[dict]) -> list[dict]:
+    """The variants whose ``requires_core`` (if any) is a registered core; each one left out is
+    named on stderr (e.g. ``s5`` in ``ablation=family`` before the S5 core exists)."""
+    from ssm_cli.layers.registry import names
+
+    cores = set(names())
+    kept = []
+    for v in variants:
+        need = v.get("requires_core")
+        if need is not None and need not in cores:
+            print(f"warning: ablation {ablation!r} skips variant {v['name']!r}: it needs the core {need!r}, "
+                  f"which is not registered (registered: {', '.join(sorted(cores))})", file=sys.stderr, flush=True)
+            continue
+        kept.append(v)
+    if not kept:
+        raise UserError(f"ablation {ablation!r} has no variant whose core is registered")
+    return kept
 
 
 def prepare(run: PlannedRun) -> None:
@@ -174,14 +202,15 @@ def run_serial(units: list[list[PlannedRun]], on_done) -> None:
 
     if units:
         start_early(units[0][0].cfg)
-    from ssm_cli.train.run import execute_pack
+    from ssm_cli.train.pack_size import execute_splitting
 
     trace("training code imported (Lightning)")
     try:
         for unit in units:
             for r in unit:
                 prepare(r)
-            for r, record in zip(unit, execute_pack([r.run_dir for r in unit])):
+            # progress=False: the grid's display shows the run (its progress.json), not Lightning's bar
+            for r, record in zip(unit, execute_splitting([r.run_dir for r in unit], progress=False)):
                 on_done(r, record)
             drop_prefetches()  # one the run did not take (its config.yaml names other data)
     finally:

@@ -28,18 +28,30 @@ PACKS = "packs"  # folder of the packs' checkpoints under out_dir
 
 def pack_key(cfg: DictConfig) -> str:
     """Runs with equal keys can share a pack: the config without the SSM-core options and the
-    run's identity (ablation, variant, hash), plus the seed and what the FFT convolution needs
-    to be shared (bidirectional, channels)."""
-    from ssm_cli.model import BACKBONE_KEYS
+    run's identity (ablation, variant, hash), plus the seed and the core options that set the
+    shape of a core's output (``registry.SHAPE_OPTIONS``, defaults filled in: cores of different
+    kinds pack together when these agree)."""
+    from ssm_cli.layers.registry import SHAPE_OPTIONS, resolve
+    from ssm_cli.model import BACKBONE_KEYS, split_model_config
 
+    _, core_options = split_model_config(cfg.model)
+    options = resolve(cfg.model.core, core_options)
     d = OmegaConf.to_container(cfg, resolve=True)
     for key in ("run", "name", "ablation"):
         d.pop(key, None)
     model = d["model"]
     d["model"] = {k: model[k] for k in BACKBONE_KEYS if k in model and k != "core"}
-    d["model"].update(bidirectional=model.get("bidirectional", False), channels=model.get("channels", 1))
+    d["model"].update({k: options.get(k, absent) for k, absent in SHAPE_OPTIONS.items()})
     d["seed"] = cfg.run.seed
+    d["model"]["mixer"] = core_is_mixer(model["core"])  # a block's tail differs for mixer cores
     return json.dumps(d, sort_keys=True, default=str)
+
+
+def core_is_mixer(core: str) -> bool:
+    """Whether core ``core`` is its block's whole mixer (``SSMCore.mixer``: no output linear after it)."""
+    from ssm_cli.layers.registry import spec
+
+    return bool(getattr(spec(core).factory, "mixer", False))
 
 
 def pack_dir(out_dir: str | Path, run_dirs: list[Path]) -> Path:

@@ -102,7 +102,9 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     from ssm_cli.trace import trace
     from ssm_cli.train.best import run_test_pass
     from ssm_cli.train.checkpoint import RecordKeeper
+    from ssm_cli.train.loggers import RunLogs
     from ssm_cli.train.metrics import Diverged
+    from ssm_cli.train.progress import ProgressFile
 
     cfg = cfgs[0]
     t0 = time.perf_counter()
@@ -118,7 +120,8 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         cfg = cfgs[0]
     _start_records(run_dirs, records, ckpt, test_at, ddp_notes(cfg) if ddp else None)
     _quiet_lightning()
-    task = None
+    device = task = None
+    logs = RunLogs(cfgs, run_dirs, records)  # trainer.logger: each member's own logs (train/loggers.py)
     try:
         with torch_flags(cfg):
             seed = int(cfg.run.seed)
@@ -126,13 +129,17 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
             data = load_dataset(cfg.dataset.name, cfg.data_dir,
                                 **OmegaConf.to_container(cfg.dataset.options, resolve=True))
             device = resolve_device(cfg)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()  # this fit's peak, not an earlier unit's in this process
             train, eval_loaders = _loaders(cfg, data, device, seed)
             if ddp:
                 train = RankShard(train, True)
                 eval_loaders = {n: RankShard(lo, False) for n, lo in eval_loaders.items()}
             task = _task(cfgs, data, train, eval_loaders, test_at, seed, records)
-            trainer = _trainer(cfg, device, RecordKeeper(run_dirs, records, ckpt, t0, wall0, train), progress,
-                               run_dirs[0])
+            keepers = [RecordKeeper(run_dirs, records, ckpt, t0, wall0, train)]
+            if is_rank_zero():  # under DDP, rank 0 alone writes the logs and the progress file
+                keepers += [logs, ProgressFile(run_dirs)]
+            trainer = _trainer(cfg, device, keepers, progress, run_dirs[0])
             for r in records:  # data, model, loaders: what a run spends before its first step
                 r["setup_seconds"] = time.perf_counter() - t0
             trace(f"setup done ({len(records)} run(s))")
@@ -165,10 +172,14 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         for r in records:
             r.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     finally:
+        # every record, also of a failed (e.g. out-of-memory) fit: null on the CPU
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device is not None and device.type == "cuda" else None
         for d, r in zip(run_dirs, records):
+            r["peak_gpu_memory_mb"] = peak
             r["wall_seconds"] = wall0 + time.perf_counter() - t0
             if is_rank_zero():
                 write_json_atomic(d / "record.json", r)
+        logs.close()
     return records
 
 
@@ -255,11 +266,11 @@ def _task(cfgs: list[DictConfig], data, train, eval_loaders: dict, test_at: str,
     return task
 
 
-def _trainer(cfg: DictConfig, device: torch.device, keeper: pl.Callback, progress: bool | None,
+def _trainer(cfg: DictConfig, device: torch.device, keepers: list[pl.Callback], progress: bool | None,
              root: Path) -> pl.Trainer:
     tc = cfg.trainer
     show = tc.progress if progress is None else progress
-    callbacks = [keeper] + ([pl.callbacks.RichProgressBar(leave=False)] if show else [])
+    callbacks = list(keepers) + ([pl.callbacks.RichProgressBar(leave=False)] if show else [])
     return pl.Trainer(
         max_epochs=tc.epochs, accelerator="gpu" if device.type == "cuda" else "cpu", devices=tc.devices,
         precision=tc.precision, gradient_clip_val=tc.grad_clip or None, logger=False,

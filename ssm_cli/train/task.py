@@ -51,7 +51,7 @@ class SequenceTask(MemberMetrics, BestWeights, CheckpointState, pl.LightningModu
         self.eval_names, self.eval_rates = list(eval_names), list(eval_rates)
         self.loop_names = list(eval_names)  # the sets the evaluation loop gets, in dataloader order
         self.steps_per_epoch = steps_per_epoch
-        self.model = build_models([c.model for c in cfgs], spec, compile_post=compiles(self.cfg), seed=seed)
+        self.model = build_models([c.model for c in cfgs], spec, compiled=compiles(self.cfg), seed=seed)
         self.members = list(self.model.members) if self.K > 1 else [self.model]
         # per member: one dict of metrics per finished epoch (saved in checkpoints)
         self.histories: list[list[dict]] = [[] for _ in range(self.K)]

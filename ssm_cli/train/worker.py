@@ -26,10 +26,10 @@ def main(run_dirs: list[Path], signals: tuple = SIGNALS) -> int:
     try:
         with signals_raise(signals):
             start_early(OmegaConf.load(run_dirs[0] / CONFIG))  # a pack's members share their data
-            from ssm_cli.train.run import execute_pack
+            from ssm_cli.train.pack_size import execute_splitting
 
             trace("training code imported (Lightning)")
-            records = execute_pack(run_dirs, progress=False)
+            records = execute_splitting(run_dirs, progress=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

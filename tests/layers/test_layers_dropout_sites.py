@@ -60,17 +60,15 @@ def test_reference_sites_sit_where_the_reference_drops():
     m = _model("reference")
     b = m.blocks[0]
     seen = {}
-    for name in ("core", "core_drop", "act", "drop", "out", "res_drop", "norm"):
+    for name in ("core_drop", "act", "drop", "res_drop"):
         getattr(b, name).register_forward_hook(lambda mod, i, o, n=name: seen.__setitem__(n, (i, o)))
     x = torch.randn(2, 10, 8)
     b.train()
     y = b(x)
-    core_out = seen["core"][1][0] if isinstance(seen["core"][1], tuple) else seen["core"][1]
-    torch.testing.assert_close(seen["core_drop"][0][0], core_out)
+    torch.testing.assert_close(seen["core_drop"][0][0], b.core(x))
     torch.testing.assert_close(seen["act"][0][0], seen["core_drop"][1])
     torch.testing.assert_close(seen["drop"][0][0], seen["act"][1])
-    torch.testing.assert_close(seen["out"][0][0], seen["drop"][1])
-    torch.testing.assert_close(seen["res_drop"][0][0], seen["out"][1])
+    torch.testing.assert_close(seen["res_drop"][0][0], b.out(seen["drop"][1]))
     torch.testing.assert_close(y, F.layer_norm(x + seen["res_drop"][1], (8,), b.norm.norm.weight, b.norm.norm.bias))
     assert not torch.equal(seen["core_drop"][1], seen["core_drop"][0][0])  # it did drop
 
@@ -94,17 +92,17 @@ def test_pack_has_the_members_sites_and_keeps_them_apart():
     member's gradient still comes from its own loss only."""
     members = [_model("reference", seed=s) for s in (0, 1)]
     pack = PackedModel(members)
-    tail = pack.tail
+    tail = members[0].blocks[0]  # the pack's tails are member 0's blocks, over all K members
     assert isinstance(tail.core_drop, nn.Dropout) and not isinstance(tail.core_drop, TiedDropout)
     assert isinstance(tail.drop, TiedDropout) and isinstance(tail.res_drop, TiedDropout)
-    single = PackedModel([_model("single", seed=s) for s in (0, 1)]).tail
+    single = PackedModel([_model("single", seed=s) for s in (0, 1)]).members[0].blocks[0]
     assert isinstance(single.core_drop, nn.Identity) and isinstance(single.res_drop, nn.Identity)
     with pytest.raises(UserError, match="dropout_sites"):
         PackedModel([_model("reference"), _model("single")])
     # sites called per block: 3 over all K*H features
     calls = []
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: calls.append((n, tuple(i[0].shape))))
-             for n, m in tail.named_modules() if isinstance(m, (TiedDropout, nn.Dropout))]
+             for blk in members[0].blocks for n, m in blk.named_children() if isinstance(m, (TiedDropout, nn.Dropout))]
     pack.train()
     x = torch.randn(2, 10, 3)
     out = pack(x)  # (K B O)
@@ -141,5 +139,6 @@ def test_pack_matches_members_with_the_same_masks():
     twin = _model("reference", p=0.3).double()
     twin.load_state_dict(m.state_dict())
     pack = PackedModel([twin])
-    replay(pack.tail, gp)
+    for b in twin.blocks:
+        replay(b, gp)
     torch.testing.assert_close(pack.train()(x)[0], y)

@@ -84,16 +84,17 @@ def test_core_forward_equals_explicit_formula():
 
 
 def test_block_post_is_the_former_tail_and_compile_is_off_by_default():
-    """Block.forward = core -> Block.post; compile_post is opt-in (no torch.compile by default)."""
+    """A block = core -> Block.post; compiled is opt-in (no torch.compile by default)."""
     import torch.nn.functional as F
     from ssm_cli.layers import SequenceModel
     torch.manual_seed(0)
     m = SequenceModel(3, 10, d_model=8, n_layers=1, d_state=4, dropout=0.0).double().eval()
+    from ssm_cli.layers.backbone import block_forward
     blk = m.blocks[0]
-    assert not blk.compile_post and blk._post_compiled is None
+    assert not m.compiled and m._posts(m.blocks) == [blk.post]
     x = torch.randn(2, 16, 8, dtype=torch.float64)
     z = blk.out(F.gelu(blk.core(x)))
-    torch.testing.assert_close(blk(x), blk.norm(x + z))
+    torch.testing.assert_close(block_forward([blk], blk.post, x, 1.0, False), blk.norm(x + z))
 
 
 @pytest.mark.parametrize("scale", [2.0, 1.0])

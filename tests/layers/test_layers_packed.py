@@ -131,34 +131,35 @@ def test_bidirectional_mismatch_is_refused():
 @pytest.mark.parametrize("channels,n_ssm", [(1, 1), (2, None), (1, 4)])
 def test_packed_conv_kernel_equals_each_cores_kernel(bidirectional, disc, channels, n_ssm):
     from ssm_cli.layers import build
-    from ssm_cli.layers.cores.s4d import packed_conv_kernel
+    from ssm_cli.layers.cores.s4d import DiagonalSSM
 
     common = dict(disc=disc, bidirectional=bidirectional, channels=channels, n_ssm=n_ssm)
     cores = [build("s4d", 8, 6, init=init, seed=i, **common).double()
              for i, init in enumerate(["inv", "lin", "legs", "real", "rand"])]
-    assert len({c.kernel_kind() for c in cores}) == 1
+    assert len({c.kernel_batch_key() for c in cores}) == 1
     for rate in (1.0, 2.0):
         ref = torch.cat([c.conv_kernel(16, rate=rate) for c in cores], dim=1)
-        torch.testing.assert_close(packed_conv_kernel(cores, 16, rate), ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(DiagonalSSM.batch_conv_kernel(cores, 16, rate), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_pack_kernels_of_mixed_kinds_keep_member_order():
     from ssm_cli.layers import build
+    from ssm_cli.layers.base import conv_kernels
 
     cores = [build("s4d", 8, 4, init="inv", seed=0), build("s4d", 8, 4, init="lin", seed=1),
              build("s4d", 8, 4, disc="bilinear", seed=2), build("s4", 8, 4, seed=3),
              build("s4d", 8, 4, init="real", seed=4), build("s4d", 8, 4, init="legs", seed=5)]
     cores = [c.double() for c in cores]
     ref = torch.cat([c.conv_kernel(16) for c in cores], dim=1)
-    torch.testing.assert_close(PackedModel._kernels(cores, 16, 1.0), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(conv_kernels(cores, 16, 1.0), ref, rtol=1e-12, atol=1e-12)
     # gradients reach every core's own parameters
-    PackedModel._kernels(cores, 16, 1.0).square().sum().backward()
+    conv_kernels(cores, 16, 1.0).square().sum().backward()
     assert all(c.log_dt.grad is not None and torch.isfinite(c.log_dt.grad).all() for c in cores)
 
 
 @pytest.mark.parametrize("K", [1, 3, 10])
 def test_packed_linear_is_each_members_linear(K):
-    from ssm_cli.layers.packed import packed_linear
+    from ssm_cli.layers.blockdiag import packed_linear
 
     torch.manual_seed(0)
     z = torch.randn(2, 5, K * 6, dtype=torch.float64, requires_grad=True)
@@ -180,7 +181,7 @@ def test_packed_linear_is_each_members_linear(K):
 @pytest.mark.parametrize("K", [3, 10])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_packed_linear_keeps_non_finite_values_in_their_member(K, bad, compiled):
-    from ssm_cli.layers.packed import packed_linear
+    from ssm_cli.layers.blockdiag import packed_linear
 
     torch.manual_seed(0)
     I, O = 6, 4
@@ -219,15 +220,15 @@ def test_block_diagonal_linear_is_the_plain_gemm_for_finite_values(guarded, monk
     compiled code), or without them (eager CPU steps whose values are all finite), is the plain
     GEMM's to float64 rounding. Not bitwise: the weight gradient is z^T g here and g^T z in
     autograd, and which kernel a BLAS picks for each (so its summation order) depends on the CPU."""
-    from ssm_cli.layers import packed
+    from ssm_cli.layers import blockdiag
 
     if guarded:
-        monkeypatch.setattr(packed, "_finite_on_host", lambda t: False)
+        monkeypatch.setattr(blockdiag, "_finite_on_host", lambda t: False)
     torch.manual_seed(0)
     z = torch.randn(2, 5, 3 * 6, dtype=torch.float64, requires_grad=True)
     W = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
-    out = packed.packed_linear(z, W, b)
+    out = blockdiag.packed_linear(z, W, b)
     ref = F.linear(z, torch.block_diag(*W.unbind(0)), b.reshape(-1))  # the former implementation
     torch.testing.assert_close(out, ref, rtol=1e-13, atol=1e-13)
     g = torch.randn_like(ref)

@@ -32,7 +32,7 @@ def test_ptd_diagonalises_perturbed_legs():
 
 def test_ptd_core_equals_dense_perturbed_system():
     N, L = 8, 30
-    core = build("s4d", 2, N, init="ptd", real_transform="none", seed=0).double()
+    core = build("s4d", 2, N, init="ptd", real_transform="none", seed=0, n_ssm=None, dt_transform="exp").double()
     sol = ptd_init(N)
     assert core.eigenvalues().shape == (2, N) and core.init_state(1).shape == (1, 2, N)
     with torch.no_grad():  # float64 values back into the float32-initialised parameters

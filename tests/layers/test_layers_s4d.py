@@ -87,7 +87,8 @@ def _brute_force_kernel(core, L, rate=1.0):
 @pytest.mark.parametrize("disc", DISCS)
 @pytest.mark.parametrize("init", ("inv", "legs"))
 def test_kernel_equals_brute_force_sum(disc, init):
-    core = build("s4d", 3, 8, init=init, disc=disc, channels=2, n_ssm=1, B_init="random", seed=3).double()
+    core = build("s4d", 3, 8, init=init, disc=disc, channels=2, n_ssm=1, B_init="random", seed=3,
+                 dt_transform="exp").double()
     L = 300  # more than one Vandermonde block
     K = core.kernel(L).detach().numpy()
     np.testing.assert_allclose(K, _brute_force_kernel(core, L), rtol=1e-9, atol=1e-11)
@@ -120,18 +121,18 @@ def test_dss_softmax_kernel_sums_to_CB():
 def test_inits_match_formulas():
     N = 16
     n = np.arange(N // 2)
-    lin = build("s4d", 4, N, init="lin", real_transform="none").eigenvalues().detach().numpy()
+    lin = build("s4d", 4, N, init="lin", real_transform="none", n_ssm=None).eigenvalues().detach().numpy()
     np.testing.assert_allclose(lin[0], -0.5 + 1j * np.pi * n, rtol=1e-6)
-    inv = build("s4d", 4, N, init="inv", real_transform="none").eigenvalues().detach().numpy()
+    inv = build("s4d", 4, N, init="inv", real_transform="none", n_ssm=None).eigenvalues().detach().numpy()
     np.testing.assert_allclose(inv[0], -0.5 + 1j * (N / np.pi) * (N / (2 * n + 1) - 1), rtol=1e-6)
-    real = build("s4d", 4, N, init="real", real_transform="none").eigenvalues().detach().numpy()
+    real = build("s4d", 4, N, init="real", real_transform="none", n_ssm=None).eigenvalues().detach().numpy()
     np.testing.assert_allclose(real[0], -(n + 1.0) + 0j, rtol=1e-6)
-    legs = build("s4d", 4, N, init="legs").eigenvalues().detach().numpy()  # exp transform
+    legs = build("s4d", 4, N, init="legs", n_ssm=None).eigenvalues().detach().numpy()  # exp transform
     ev = np.linalg.eigvals(normal_part("legs", N))
     ev = ev[ev.imag > 0]
     np.testing.assert_allclose(np.sort(legs[2].imag), np.sort(ev.imag), rtol=1e-5)
     np.testing.assert_allclose(legs[2].real, ev.real, rtol=1e-5)
-    rand = build("s4d", 4, N, init="rand", seed=0).eigenvalues().detach().numpy()
+    rand = build("s4d", 4, N, init="rand", seed=0, n_ssm=None).eigenvalues().detach().numpy()
     np.testing.assert_allclose(rand.real, -0.5, rtol=1e-5)
     assert np.all(rand.imag > 0) and np.unique(rand.imag).size == rand.size
     rr = build("s4d", 4, N, init="lin", real_random=True, seed=0).eigenvalues().detach().numpy()
@@ -149,7 +150,7 @@ def test_legs_diagonal_system_equals_dense_normal_part():
     """
     from ssm_cli.layers.hippo import nplr
     N, L = 8, 40
-    core = build("s4d", 1, N, init="legs", real_transform="none", seed=0).double()
+    core = build("s4d", 1, N, init="legs", real_transform="none", seed=0, dt_transform="exp").double()
     lam, _, Bt, V = nplr("legs", N)
     c = np.random.default_rng(0).standard_normal(N)  # real output row of the dense system
     with torch.no_grad():  # parameters were stored in float32: put the float64 values back
@@ -305,14 +306,14 @@ def test_legs_B_imaginary_part_clipped_as_the_reference():
 
 def test_dt_transform_softplus_same_dt_and_kernel():
     """dt = softplus(raw) stores the same initial dt as exp(raw); the kernels agree, also packed."""
-    from ssm_cli.layers.cores.s4d import packed_conv_kernel
-    e = build("s4d", 4, 8, seed=3, bidirectional=True).double()
+    from ssm_cli.layers.cores.s4d import DiagonalSSM
+    e = build("s4d", 4, 8, seed=3, bidirectional=True, dt_transform="exp").double()
     s = build("s4d", 4, 8, seed=3, bidirectional=True, dt_transform="softplus").double()
     torch.testing.assert_close(torch.nn.functional.softplus(s.log_dt), torch.exp(e.log_dt), rtol=1e-6, atol=0)
     torch.testing.assert_close(s.kernel(20), e.kernel(20), rtol=1e-5, atol=1e-7)
-    assert s.kernel_kind() != e.kernel_kind()
+    assert s.kernel_batch_key() != e.kernel_batch_key()
     s2 = build("s4d", 4, 8, seed=4, bidirectional=True, dt_transform="softplus").double()
-    torch.testing.assert_close(packed_conv_kernel([s, s2], 20),
+    torch.testing.assert_close(DiagonalSSM.batch_conv_kernel([s, s2], 20),
                                torch.cat([s.conv_kernel(20), s2.conv_kernel(20)], dim=1))
     with pytest.raises(UserError, match="dt_transform"):
         build("s4d", 4, 8, dt_transform="sigmoid")

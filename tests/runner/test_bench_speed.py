@@ -40,3 +40,12 @@ def test_speed_missing_reference_is_a_clear_error(tmp_path):
     p = subprocess.run([sys.executable, SCRIPT, *TINY, "--reference", str(tmp_path / "nope.py")], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "--no-reference" in p.stderr
+
+
+def test_speed_model_option_times_a_family_core(tmp_path):
+    out = tmp_path / "speed.json"
+    run(*TINY, "--no-reference", "--model", "gss", "--json", str(out), tmp_path=tmp_path)
+    data = json.loads(out.read_text())
+    (row,) = data["variants"]
+    assert row["error"] is None and row["samples_per_s"] > 0
+    assert data["args"]["model"] == "gss"

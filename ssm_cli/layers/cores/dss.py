@@ -13,11 +13,12 @@ OPTIONS = {
     **{k: v for k, v in DIAGONAL.items() if k != "disc"},
     "variant": (("softmax", "exp"), "softmax"),   # softmax: disc=dss; exp: disc=zoh
     "init": (DIAG_INITS, "legs"),
+    "dt_transform": (("exp", "softplus"), "exp"),
     "trainable_B": ((True, False), False),
     "B_init": (("auto", "ones", "random"), "ones"),
 }
 
 
 @register_core("dss", options=OPTIONS, doc="DSS: the diagonal core with DSS's softmax kernel normalisation (Gupta et al. 2022)")
-def build_dss(d_model: int, d_state: int, variant: str = "softmax", **options) -> DiagonalSSM:
+def build_dss(d_model: int, d_state: int, *, variant: str, **options) -> DiagonalSSM:
     return DiagonalSSM(d_model, d_state, disc="dss" if variant == "softmax" else "zoh", **options)

@@ -46,36 +46,36 @@ _NONE = type(None)
 OPTIONS = {
     **COMMON,
     "init": (MEASURES, "legs"),
-    "dt_transform": (("exp", "softplus"), "exp"),  # dt = f(log_dt); softplus: the reference pipeline's
-    "B_clip": ((float, int, _NONE), None),        # |Im B| bound after the projection (reference: 2.0)
+    "dt_transform": (("exp", "softplus"), "softplus"),  # dt = f(log_dt); softplus: the reference pipeline's
+    "B_clip": ((float, int, _NONE), 2.0),         # |Im B| bound after the projection, the reference's (None: unclipped)
     "C_init": (("C", "C_tilde"), "C_tilde"),      # C: C ~ N, C~ = C (I - Abar^l_max) (reference)
     "l_max": ((int, _NONE), None),                # length of the stored C~ (model.l_max null: the data's)
 }
 
 
-@register_core("s4", options=OPTIONS, doc="S4: diagonal plus low-rank (DPLR) HiPPO SSM, Cauchy kernel (Gu et al. 2022)")
+@register_core("s4", options=OPTIONS, doc="S4: diagonal plus low-rank (DPLR) HiPPO SSM, Cauchy kernel (Gu et al. 2022)",
+               seq_len_option="l_max")
 class DPLRSSM(SSMCore):
     """S4 core: u (B, L, H) float -> y (B, L, C*H), the linear SSM with D; no activation.
 
-    Args (all keywords; ``OPTIONS`` holds the same table):
-        d_model: H.  d_state: N (even).  init: legs | legt | fout (default legs), the HiPPO matrix.
-        real_transform: exp | relu | sigmoid | softplus | none (default exp) for Re(Lambda)
+    Args (all keywords; their valid values and defaults: ``OPTIONS``, the one table):
+        d_model: H.  d_state: N (even).  init: legs | legt | fout, the HiPPO matrix.
+        real_transform: exp | relu | sigmoid | softplus | none for Re(Lambda)
             (LegT/FouT have Re(Lambda) = 0, stored as -1e-4).
-        trainable_B (True), bidirectional (False), channels (1), n_ssm (None = H),
-        dt_min, dt_max (0.001, 0.1), lr (0.001: dt, Lambda, P, B with wd 0), lr_C (None = global),
-        seed (None): as for the S4D core.
-        dt_transform: exp | softplus (default exp): dt = f(log_dt); the same initial dt either way.
-        B_clip (None): Im B clipped to [-B_clip, B_clip] after the projection on the eigenvectors
+        trainable_B, bidirectional, channels, n_ssm (None = H), dt_min, dt_max, lr (dt, Lambda,
+            P, B with wd 0), lr_C (None = global), seed: as for the S4D core.
+        dt_transform: exp | softplus: dt = f(log_dt); the same initial dt either way.
+        B_clip: Im B clipped to [-B_clip, B_clip] after the projection on the eigenvectors
             (None: unclipped).
-        C_init: C | C_tilde (default C_tilde): which of C and C~ is drawn complex normal; "C"
-            needs l_max, the length whose C~ is stored (the sequence length of the data).
+        C_init: C | C_tilde: which of C and C~ is drawn complex normal; "C" needs l_max, the
+            length whose C~ is stored (a run passes the data's sequence length: the core
+            registers ``l_max`` as its ``seq_len_option``).
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, *, init: str = "legs", real_transform: str = "exp",
-                 trainable_B: bool = True, bidirectional: bool = False, channels: int = 1,
-                 n_ssm: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1, lr: float = 0.001,
-                 lr_C: float | None = None, seed: int | None = None, dt_transform: str = "exp",
-                 B_clip: float | None = None, C_init: str = "C_tilde", l_max: int | None = None):
+    def __init__(self, d_model: int, d_state: int, *, init: str, real_transform: str, trainable_B: bool,
+                 bidirectional: bool, channels: int, n_ssm: int | None, dt_min: float, dt_max: float, lr: float,
+                 lr_C: float | None, seed: int | None, dt_transform: str, B_clip: float | None, C_init: str,
+                 l_max: int | None):
         super().__init__()
         self.options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         H, N = d_model, d_state

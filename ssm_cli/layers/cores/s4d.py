@@ -44,33 +44,31 @@ def _tile(x: torch.Tensor, H: int) -> torch.Tensor:
 class DiagonalSSM(SSMCore):
     """S4D core: u (B, L, H) float -> y (B, L, C*H), the linear SSM with D; no activation.
 
-    Args (all keywords; ``options.DIAGONAL`` holds the same table):
+    Args (all keywords; their valid values and defaults: ``options.DIAGONAL``, the one table):
         d_model: H channels.  d_state: N, the real state size (even; N/2 complex modes).
-        init: inv | lin | legs | real | rand | ptd (default inv), see init.py / ptd.py.
-        disc: zoh | bilinear | dss (default zoh); dss = ZOH with the DSS softmax normalisation
-            over the L positions (so it is not invariant under a rate change: its kernel sums to
-            the same value at every resolution).
-        real_transform, imag_transform: exp | relu | sigmoid | softplus | none
-            (defaults exp, none): A = -f(A_real) + i g(A_imag).
-        dt_transform: exp | softplus (default exp): dt = f(log_dt); the same initial dt either way.
-        real_random, imag_random (False), real_scale, imag_scale (1.0): further init ablations.
-        trainable_B (True): False registers B as a buffer.  B_init: auto | ones | random
+        init: inv | lin | legs | real | rand | ptd, see init.py / ptd.py.
+        disc: zoh | bilinear | dss; dss = ZOH with the DSS softmax normalisation over the L
+            positions (so it is not invariant under a rate change: its kernel sums to the same
+            value at every resolution).
+        real_transform, imag_transform: exp | relu | sigmoid | softplus | none:
+            A = -f(A_real) + i g(A_imag).
+        dt_transform: exp | softplus: dt = f(log_dt); the same initial dt either way.
+        real_random, imag_random, real_scale, imag_scale: further init ablations.
+        trainable_B: False registers B as a buffer.  B_init: auto | ones | random
             (auto: HiPPO's B projected on the eigenvectors for legs/ptd, else ones).
-        bidirectional (False): a second C for a backward-in-time kernel, summed.
-        channels (1): output copies C.  n_ssm (None = H): copies of (A, B).
-        dt_min, dt_max (0.001, 0.1): log dt ~ U[log dt_min, log dt_max].
-        lr (0.001): lr of dt, A, B (wd 0).  lr_C (None): None = C in the global group; a float
-            gives C that lr and wd 0.
-        block (None = automatic): Vandermonde block length.  seed (None): init seed.
+        bidirectional: a second C for a backward-in-time kernel, summed.
+        channels: output copies C.  n_ssm (None = H): copies of (A, B).
+        dt_min, dt_max: log dt ~ U[log dt_min, log dt_max].
+        lr: lr of dt, A, B (wd 0).  lr_C: None = C in the global group; a float gives C that
+            lr and wd 0.
+        block (None = automatic): Vandermonde block length.  seed (None: torch's RNG): init seed.
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, *, init: str = "inv", disc: str = "zoh",
-                 real_transform: str = "exp", imag_transform: str = "none", dt_transform: str = "exp",
-                 real_random: bool = False,
-                 imag_random: bool = False, real_scale: float = 1.0, imag_scale: float = 1.0,
-                 trainable_B: bool = True, B_init: str = "auto", bidirectional: bool = False,
-                 channels: int = 1, n_ssm: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1,
-                 lr: float = 0.001, lr_C: float | None = None, block: int | None = None, seed: int | None = None):
+    def __init__(self, d_model: int, d_state: int, *, init: str, disc: str, real_transform: str,
+                 imag_transform: str, dt_transform: str, real_random: bool, imag_random: bool, real_scale: float,
+                 imag_scale: float, trainable_B: bool, B_init: str, bidirectional: bool, channels: int,
+                 n_ssm: int | None, dt_min: float, dt_max: float, lr: float, lr_C: float | None,
+                 block: int | None, seed: int | None):
         super().__init__()
         self.options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         H, N = d_model, d_state
@@ -130,8 +128,8 @@ class DiagonalSSM(SSMCore):
     def _discretize(self, A, dt, B, C, rate: float = 1.0, L: int | None = None):
         """The discretisation of this core's kind for per-channel A, B (H', M), dt (H'), C (dC, H', M).
 
-        H' is d_model for the core itself, or the channels of several cores of this kind at once
-        (``packed_conv_kernel``)."""
+        H' is d_model for the core itself, or the channels of several cores of one
+        ``kernel_batch_key`` at once (``batch_conv_kernel``)."""
         if rate != 1.0:  # (a multiply by 1.0 would still be a kernel)
             dt = dt * rate  # (H')
         scale = 2.0 if self.conj else 1.0
@@ -144,9 +142,9 @@ class DiagonalSSM(SSMCore):
             Bbar = Bbar * dss_scale(log_Abar, L)  # (H' M)
         return log_Abar, scale * C * Bbar  # (H' M), (dC H' M)
 
-    def kernel_kind(self) -> tuple:
-        """Cores with equal kinds compute their kernels by the same formula, so a pack can compute
-        them in one pass over all their channels (``packed_conv_kernel``)."""
+    def kernel_batch_key(self) -> tuple:
+        """Cores with equal keys compute their kernels by the same formula, so a pack computes
+        them in one pass over all their channels (``batch_conv_kernel``)."""
         return ("s4d", self.d_model, self.A_real.shape[-1], self.disc, self.real_transform, self.imag_transform,
                 self.dt_transform, self.conj, self.bidirectional, self.channels, self.block, self.log_dt.dtype,
                 self.log_dt.device)
@@ -159,6 +157,32 @@ class DiagonalSSM(SSMCore):
         log_Abar, W = self._discrete(rate, L)  # (H M), (dC H M)
         k = vandermonde(W, log_Abar, L, self.block)  # (dC H L)
         return k.reshape(2, self.channels, *k.shape[1:]) if self.bidirectional else k
+
+    @classmethod
+    def batch_conv_kernel(cls, cores: list[DiagonalSSM], L: int, rate: float = 1.0) -> torch.Tensor:
+        """``conv_kernel`` of several cores of one ``kernel_batch_key``, in one pass: (C, K*H, L or 2L).
+
+        Equal to ``torch.cat([c.conv_kernel(L, rate) for c in cores], dim=1)``; the raw parameters are
+        concatenated first, so the transforms, the discretisation and the Vandermonde product run once
+        over all K*H channels instead of K times (a pack's kernel generation is K small launches less).
+        """
+        c0 = cores[0]
+        H = c0.d_model
+
+        def cat(get, dim: int = 0) -> torch.Tensor:
+            return torch.cat([get(c) for c in cores], dim=dim)
+
+        A = torch.complex(-transform(cat(lambda c: _tile(c.A_real, H)), c0.real_transform),
+                          transform(cat(lambda c: _tile(c.A_imag, H)), c0.imag_transform))  # (KH M)
+        B = cat(lambda c: _tile(torch.view_as_complex(c.B.contiguous()), H))  # (KH M)
+        dt = transform(cat(lambda c: c.log_dt), c0.dt_transform)  # (KH)
+        C = torch.view_as_complex(cat(lambda c: c.C, dim=1).contiguous())  # (dC KH M)
+        log_Abar, W = c0._discretize(A, dt, B, C, rate, L)  # (KH M), (dC KH M)
+        k = vandermonde(W, log_Abar, L, c0.block)  # (dC KH L)
+        if not c0.bidirectional:
+            return k  # (C KH L)
+        k = k.reshape(2, c0.channels, *k.shape[1:])  # (2 C KH L)
+        return two_sided(k[0], k[1])  # (C KH 2L)
 
     # ---- recurrent view -----------------------------------------------------------------------
     def init_state(self, batch: int) -> torch.Tensor:
@@ -181,29 +205,3 @@ class DiagonalSSM(SSMCore):
         y = torch.einsum("chm,bhm->bch", W.to(state.dtype), state).real  # (B C H)
         y = y + self.D[None] * u_t[:, None, :]  # (B C H)
         return y.reshape(u_t.shape[0], -1).to(u_t.dtype), state
-
-
-def packed_conv_kernel(cores: list[DiagonalSSM], L: int, rate: float = 1.0) -> torch.Tensor:
-    """``conv_kernel`` of several cores of one ``kernel_kind``, in one pass: (C, K*H, L or 2L).
-
-    Equal to ``torch.cat([c.conv_kernel(L, rate) for c in cores], dim=1)``; the raw parameters are
-    concatenated first, so the transforms, the discretisation and the Vandermonde product run once
-    over all K*H channels instead of K times (a pack's kernel generation is K small launches less).
-    """
-    c0 = cores[0]
-    H = c0.d_model
-
-    def cat(get, dim: int = 0) -> torch.Tensor:
-        return torch.cat([get(c) for c in cores], dim=dim)
-
-    A = torch.complex(-transform(cat(lambda c: _tile(c.A_real, H)), c0.real_transform),
-                      transform(cat(lambda c: _tile(c.A_imag, H)), c0.imag_transform))  # (KH M)
-    B = cat(lambda c: _tile(torch.view_as_complex(c.B.contiguous()), H))  # (KH M)
-    dt = transform(cat(lambda c: c.log_dt), c0.dt_transform)  # (KH)
-    C = torch.view_as_complex(cat(lambda c: c.C, dim=1).contiguous())  # (dC KH M)
-    log_Abar, W = c0._discretize(A, dt, B, C, rate, L)  # (KH M), (dC KH M)
-    k = vandermonde(W, log_Abar, L, c0.block)  # (dC KH L)
-    if not c0.bidirectional:
-        return k  # (C KH L)
-    k = k.reshape(2, c0.channels, *k.shape[1:])  # (2 C KH L)
-    return two_sided(k[0], k[1])  # (C KH 2L)
