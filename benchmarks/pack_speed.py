@@ -4,7 +4,7 @@
                                     [--residual fused autograd]
                                     [--kernels] [--json out.json]
 
-Each variant: K ``SequenceModel`` s of the sCIFAR ablation protocol (FACTS §2; inits cycling through
+Each variant: K ``SequenceModel`` s of the sCIFAR ablation protocol (docs/papers.md §2; inits cycling through
 inv, lin, legs, real, rand) packed as one ``PackedModel`` (K = 1: the plain model), AdamW
 (fused, capturable) over the members' groups, the whole step captured in a CUDA graph as ``ssm run``
 does, ``compiled`` on unless ``--no-compile``. Random data already on the device, batch 50 per

@@ -4,7 +4,7 @@
     python benchmarks/speed.py --reference .ref/s4.py --bf16 --compile --json speed.json
     python benchmarks/speed.py --no-reference --device cpu --L 64 --batch 4 --steps 2   # tiny, CPU
 
-The model is the S4D sCIFAR ablation network (FACTS §2): Linear(3 -> 128) encoder, 4 residual blocks
+The model is the S4D sCIFAR ablation network (docs/papers.md §2): Linear(3 -> 128) encoder, 4 residual blocks
 [S4D core (N=64, S4D-Inv, ZOH, bidirectional) -> dropout 0.1 -> GELU -> tied dropout 0.1 ->
 Linear(128 -> 128) -> tied dropout 0.1 -> + residual -> post-norm LayerNorm] (``--dropout-sites
 single``: the tied dropout after the GELU only), mean pooling over L=1024, Linear(128 -> 10) decoder; AdamW with

@@ -177,7 +177,7 @@ def export_tensorboard(
     """TensorBoard event files from the runs' records (each epoch's metrics at its step), one folder
     per run at its path under RUNS_DIR: `tensorboard --logdir RUNS_DIR/tensorboard`."""
     from ssm_cli.paths import check_writable
-    from ssm_cli.train.loggers import export_tensorboard as export
+    from ssm_cli.results.export import export_tensorboard as export
 
     unreadable: list = []
     to = to or runs_dir / "tensorboard"

@@ -1,6 +1,6 @@
 """What each dataset should look like on disk and once loaded: used by ``ssm data list|where|verify``.
 
-Sizes are those of the full releases with the loaders' default options (FACTS §6); a fixture or a
+Sizes are those of the full releases with the loaders' default options (docs/papers.md §6); a fixture or a
 non-default split reports a mismatch as a warning, never as a failure.
 """
 from __future__ import annotations

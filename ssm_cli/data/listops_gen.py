@@ -2,7 +2,7 @@
 
 An expression is a tree: a leaf is a digit 0-9, a node applies one operator to 2..``max_args``
 arguments. Operators: ``[MIN``, ``[MAX``, ``[MED`` (median of the arguments, the mean of the two
-middle ones floored when their number is even) and ``[SM`` (sum modulo 10). Generation (FACTS §6):
+middle ones floored when their number is even) and ``[SM`` (sum modulo 10). Generation (docs/papers.md §6):
 a node at depth < ``max_depth`` becomes an operator with probability 0.25, otherwise (and always at
 ``max_depth``) a uniform digit; an operator draws ``randint(2, max_args)`` arguments. Only
 expressions whose length is strictly between ``min_len`` and ``max_len`` are kept, length counting

@@ -35,7 +35,7 @@ from ssm_cli.errors import UserError
 
 @dataclass(frozen=True)
 class PathfinderParams:
-    """Generation parameters, in output pixels (FACTS §6; LRA's builders list the same values)."""
+    """Generation parameters, in output pixels (docs/papers.md §6; LRA's builders list the same values)."""
 
     size: int = 32
     contour_length: int = 14

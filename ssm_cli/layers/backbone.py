@@ -1,4 +1,4 @@
-"""The network around the SSM cores (FACTS §2): encoder -> residual blocks -> pooling -> decoder.
+"""The network around the SSM cores (docs/papers.md §2): encoder -> residual blocks -> pooling -> decoder.
 
 Written once, over K members (``members_forward``): a ``SequenceModel`` is a pack of one, and a
 ``PackedModel`` runs K ``SequenceModel`` s side by side in one forward pass. Their activations
@@ -189,7 +189,7 @@ def core_outputs(cores: list, u: torch.Tensor, rate: float, residual: bool, comp
     B_, L = u.shape[:2]
     if all(c.is_depthwise_conv for c in cores):
         work = torch.float64 if u.dtype == torch.float64 else torch.float32
-        with torch.autocast(device_type=u.device.type, enabled=False):  # kernel and FFT in float32 (FACTS §8)
+        with torch.autocast(device_type=u.device.type, enabled=False):  # kernel and FFT in float32 (docs/papers.md §7)
             k = conv_kernels(cores, L, rate).to(work)  # (C K*H L')
             D = cat([c.D.to(work) for c in cores], dim=1)  # (C K*H)
             if residual and u.dtype == work:  # (B L C*K*H), channel c*K*H + k*H + h

@@ -2,7 +2,7 @@
 
 cuFFT's complex-to-real (C2R) transform overwrites its input, so ``torch.fft.irfft`` first copies
 the spectrum it is given: one more read and write of a (B, C, H, L+1) complex tensor per inverse
-FFT, 1.4 ms of a pack's 15 ms training step on an H100 (``benchmarks/README.md``, session 3). The
+FFT, about a tenth of a pack's training step on an H100 (``benchmarks/README.md``). The
 FFT convolution's inverse FFTs transform spectral products that nothing reads afterwards, so the
 copy buys nothing there. ``irfft_consuming(x_f, n)`` runs the same cuFFT transform on ``x_f``'s
 own memory and leaves ``x_f`` holding garbage.

@@ -1,4 +1,4 @@
-"""Discretisation of a diagonal SSM x' = A x + B u, by name (FACTS §1).
+"""Discretisation of a diagonal SSM x' = A x + B u, by name (docs/papers.md §1).
 
 Every function takes the continuous A (H, M) complex, the step dt (H,) real and B (H, M) complex,
 and returns (log_Abar, Bbar): log_Abar (H, M) complex with Abar = exp(log_Abar), so that

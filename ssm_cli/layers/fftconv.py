@@ -71,7 +71,7 @@ def _pad_rfft(x: torch.Tensor, n: int, compiled: bool = False) -> torch.Tensor:
     (F.pad / rfft(n=) zero-fill the whole buffer and then copy the data in: two passes.)
     ``compiled`` (CUDA): the padding copy is a torch.compile'd F.pad, one kernel whose tiled reads
     of a transposed x run at about 2.8 TB/s where torch's strided copy runs at about 1.0
-    (``benchmarks/pad_copy.py``).
+    (``benchmarks/README.md``).
     """
     if compiled:
         return torch.fft.rfft(_compiled("pad", x, n))

@@ -1,6 +1,6 @@
 """HiPPO matrices (LegS, LegT, FouT) and their normal-plus-low-rank (NPLR) decomposition.
 
-Conventions (FACTS §1, §4): x'(t) = A x(t) + B u(t) with
+Conventions (docs/papers.md §1, §4): x'(t) = A x(t) + B u(t) with
   LegS: A[i,j] = -sqrt(2i+1) sqrt(2j+1) (i > j), A[i,i] = -(i+1), 0 above; B[i] = sqrt(2i+1).
   LegT: A[i,j] = -sqrt(2i+1) sqrt(2j+1) * ((-1)^(i-j) if i < j else 1); B[i] = sqrt(2i+1).
   FouT: frequencies 1..N/2-1 in 2x2 rotation blocks, A = pi * (rotations) - B B^T;

@@ -1,4 +1,4 @@
-"""Parameter transforms for the real and imaginary parts of A (FACTS §1).
+"""Parameter transforms for the real and imaginary parts of A (docs/papers.md §1).
 
 A = -f(a_re) + i g(a_im) with f, g in TRANSFORMS. ``relu`` adds 1e-4 so the real part stays
 strictly negative. Each transform has an inverse used at initialisation; an init value outside

@@ -5,9 +5,9 @@ first compilation: each worker imports torch, seconds on a cold machine. ``start
 ahead of time (the runner calls it in a background thread while Lightning is imported), with
 Inductor's own function (a private module): any failure leaves Inductor to start them itself.
 
-Tried and dropped (H100, init grid as a pack): shutting the pool down in the background after the
-first evaluation, and importing Inductor's compiler in that background thread too. The process then
-took 9-11 s to exit instead of 3 s, and the import slowed Lightning's in the main thread.
+The pool is not shut down early and Inductor's compiler is not imported in the background thread:
+either made the process slower to exit or slowed Lightning's import in the main thread
+(``benchmarks/README.md``).
 """
 from __future__ import annotations
 

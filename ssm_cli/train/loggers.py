@@ -39,7 +39,7 @@ WANDB_ID = "wandb_id"
 FLUSH_SECONDS = 10.0  # on a GPU: how often the pending train-loss rows are read from the device
 
 
-def _require(module: str, extra: str):
+def require(module: str, extra: str):
     import importlib
 
     try:
@@ -93,7 +93,7 @@ class TensorBoardLog:
     """Scalars at the optimizer step in ``logs/tensorboard/`` (``torch.utils.tensorboard``)."""
 
     def __init__(self, logs: Path, resume_step: int):
-        _require("tensorboard", "tensorboard")
+        require("tensorboard", "tensorboard")
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step: a resumed run drops the events after its checkpoint, which it logs again
@@ -143,7 +143,7 @@ class WandbLog:
     skips them here instead of W&B warning about each."""
 
     def __init__(self, logs: Path, resume_step: int, cfg: DictConfig):
-        wandb = _require("wandb", "wandb")
+        wandb = require("wandb", "wandb")
         id_file = logs / WANDB_ID
         run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(8)  # W&B ids: [a-z0-9]
         id_file.write_text(run_id + "\n")
@@ -263,35 +263,3 @@ class RunLogs(pl.Callback):
             finally:
                 log.close()
         self.logs = []
-
-
-def export_tensorboard(runs_dir: Path, to: Path, unreadable: list | None = None) -> list[Path]:
-    """Event files from the records under ``runs_dir``: one folder per run under ``to``, at the
-    run's path relative to ``runs_dir``, each epoch's metrics at its step. Returns the folders."""
-    _require("tensorboard", "tensorboard")
-    from torch.utils.tensorboard import SummaryWriter
-
-    from ssm_cli.results.table import load_records
-
-    runs_dir, to = Path(runs_dir), Path(to)
-    written = []
-    for record in load_records(runs_dir, unreadable):
-        epochs = record.get("epochs") or []
-        run_dir = Path(record.get("run_dir") or "")
-        if not epochs or not run_dir.parts:
-            continue
-        try:
-            rel = run_dir.resolve().relative_to(runs_dir.resolve())
-        except ValueError:  # a record copied from elsewhere: file it by its identity
-            rel = Path(str(record.get("ablation")), str(record.get("dataset")), str(record.get("variant")),
-                       f"seed{record.get('seed')}-{record.get('config_hash')}")
-        folder = to / rel
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("events.out.tfevents.*"):  # an export replaces the previous one
-            old.unlink()
-        writer = SummaryWriter(str(folder))
-        for e in epochs:
-            write_epoch(writer, e)
-        writer.close()
-        written.append(folder)
-    return written

@@ -148,7 +148,7 @@ def test_pathfinder_release_layout(pathfinder32):
     rows, _ = load_generated(root)
     assert rows[0][:4] == ["imgs/0", "sample_0.png", "0", rows[0][3]] and len(rows[0]) == 11
     assert rows[16][:3] == ["imgs/1", "sample_0.png", "0"]
-    # continuity, contour length, distractor length, paddle length, thickness, margin (FACTS §6)
+    # continuity, contour length, distractor length, paddle length, thickness, margin (docs/papers.md §6)
     assert rows[0][4:10] == ["1", "14", "4", "2", "0.5", "1"]
 
 
