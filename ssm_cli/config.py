@@ -16,7 +16,7 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.errors import UserError
-from ssm_cli.values import AnyOf, ListOf, Range, Text, check
+from ssm_cli.values import AnyOf, ListOf, MappingOf, Range, Text, check
 
 # The config tree ships inside the package (``ssm_cli/conf``, in the checkout a link to the
 # repository's ``conf/``), so an installed wheel finds it from any directory; SSM_CONF overrides it.
@@ -66,9 +66,23 @@ VALID = {
     "scheduler.warmup_steps": Range(0, integer=True),
     "scheduler.milestones": ListOf(_POSITIVE_INT),
     "scheduler.gamma": Range(0, lo_open=True),
-    "launcher.name": ("serial", "local"),
+    "launcher.name": ("serial", "local", "submitit_local", "slurm"),
     "launcher.jobs": _POSITIVE_INT,
     "launcher.pack": AnyOf((_POSITIVE_INT, ("auto",))),  # auto: ssm_cli/train/pack_size.py
+    # launcher=slurm and launcher=submitit_local (ssm_cli/launch/submit.py)
+    "launcher.partition": Text(none=True),
+    "launcher.time_min": _POSITIVE_INT,
+    "launcher.gpus_per_job": Range(0, integer=True),
+    "launcher.cpus_per_job": _POSITIVE_INT,
+    "launcher.mem_gb_per_job": Range(1, integer=True, none=True),
+    "launcher.array_parallelism": _POSITIVE_INT,
+    "launcher.account": Text(none=True),
+    "launcher.qos": Text(none=True),
+    "launcher.sbatch_extra": AnyOf((MappingOf(AnyOf((Range(), Text(), (True, False)))), (None,))),
+    "launcher.setup": ListOf(Text()),
+    "launcher.folder": Text(),
+    "launcher.wait": (True, False),
+    "launcher.poll_s": Range(0, lo_open=True),
     "ablation.noise_amplitude": Range(0),            # conf/ablation/ptd.yaml: 0 = no noisy test view
     "ablation.noise_omega": Range(0, lo_open=True),
     "ablation.noise_omegas": AnyOf((ListOf(Range(0, lo_open=True)), (None,))),

@@ -23,8 +23,8 @@ def exit_code(signum: int) -> int:
 
 
 @contextmanager
-def signals_raise() -> Iterator[None]:
-    """Within the block, the first SIGINT or SIGTERM raises ``Interrupted`` in the main thread;
+def signals_raise(signals: tuple = SIGNALS) -> Iterator[None]:
+    """Within the block, the first of ``signals`` (SIGINT, SIGTERM) raises ``Interrupted`` in the main thread;
     later ones are ignored, so that writing the records of where the runs stopped is not cut
     short (kill -9 still ends the process, and leaves the runs resumable too). Nothing is changed
     off the main thread (Python delivers signals there only)."""
@@ -39,7 +39,7 @@ def signals_raise() -> Iterator[None]:
         fired.append(signum)
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:

@@ -93,18 +93,38 @@ class ListOf:
 
 @dataclass(frozen=True)
 class Text:
-    """A non-empty string (a name, e.g. a W&B project)."""
+    """A non-empty string (a name the key passes on, e.g. a W&B project or a SLURM partition);
+    ``none``: None too."""
+
+    none: bool = False
 
     def ok(self, value: object) -> bool:
-        return isinstance(value, str) and bool(value.strip())
+        return (value is None and self.none) or (isinstance(value, str) and bool(value.strip()))
 
     def describe(self) -> str:
-        return "a non-empty string"
+        return "a non-empty string" + (" or null" if self.none else "")
+
+
+@dataclass(frozen=True)
+class MappingOf:
+    """A mapping of non-empty string keys to values each valid for ``item`` (e.g. extra sbatch options)."""
+
+    item: object
+
+    def ok(self, value: object) -> bool:
+        return isinstance(value, dict) and all(isinstance(k, str) and k and accepts(self.item, v)
+                                               for k, v in value.items())
+
+    def describe(self) -> str:
+        return f"a mapping of names to values each {describe(self.item)}"
+
+
+_CLASSES = (Range, AnyOf, ListOf, Text, MappingOf)
 
 
 def accepts(valid, value: object) -> bool:
     """Whether ``value`` is valid under the declaration ``valid``."""
-    if isinstance(valid, (Range, AnyOf, ListOf, Text)):
+    if isinstance(valid, _CLASSES):
         return valid.ok(value)
     # a tuple of values: True/False/1/0 are told apart (1 == True in Python)
     return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in valid)
@@ -112,7 +132,7 @@ def accepts(valid, value: object) -> bool:
 
 def describe(valid) -> str:
     """The valid values in words, for an error message."""
-    if isinstance(valid, (Range, AnyOf, ListOf, Text)):
+    if isinstance(valid, _CLASSES):
         return valid.describe()
     return ", ".join("null" if v is None else str(v) for v in valid)
 

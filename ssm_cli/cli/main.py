@@ -79,6 +79,36 @@ def table(
         warn_unreadable(unreadable)
 
 
+@app.command()
+def status(
+    out_dir: Path = typer.Argument(Path("outputs"), help="The out_dir of the grids."),
+) -> None:
+    """Each run under OUT_DIR: done / running (where) / queued / interrupted / failed (its log's last lines)."""
+    from rich.table import Table
+
+    from ssm_cli.launch.status import grid_states
+
+    states = grid_states(out_dir)
+    if not states:
+        err.print(f"no runs under {out_dir}")
+        raise typer.Exit(1)
+    t = Table(title=f"{len(states)} run(s) under {out_dir}")
+    for col in ("ablation", "dataset", "variant", "seed", "state", "where / error"):
+        t.add_column(col)
+    for s in states:
+        t.add_row(s.ablation, s.dataset, s.variant, s.seed, s.state, s.where)
+    out = Console(width=200)
+    out.print(t, highlight=False, markup=False)
+    for s in states:
+        if s.log_tail:
+            out.print(f"--- {s.run_dir} ({s.state}): last lines of its log", highlight=False, markup=False)
+            out.print("\n".join(s.log_tail), highlight=False, markup=False)
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    out.print(", ".join(f"{n} {k}" for k, n in counts.items()), highlight=False, markup=False)
+
+
 def warn_unreadable(unreadable: list) -> None:
     """List the records left out of a table or plot because they cannot be read (on stderr)."""
     if unreadable:

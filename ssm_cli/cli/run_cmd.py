@@ -18,6 +18,7 @@ from ssm_cli.train.pack import make_units
 from ssm_cli.train.record import read_record
 
 console = Console()
+SUBMITIT_LAUNCHERS = ("slurm", "submitit_local")  # ssm_cli/launch/submit.py
 STATUS_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "running": "yellow", "pending": "yellow",
                 "interrupted": "yellow", "running elsewhere": "yellow", "new": ""}
 
@@ -64,10 +65,19 @@ def run_command(overrides: list[str], dry_run: bool, show_cfg: bool, retry_faile
         cfg = runs[0].cfg
         console.print(OmegaConf.to_yaml(cfg, resolve=True), highlight=False, markup=False)
         return 0
-    pack_size = _pack_size(runs, retry_failed, dry_run)
+    devices = int(runs[0].cfg.trainer.devices)
+    if devices > 1 and str(runs[0].cfg.launcher.pack) != "1":  # a run over several devices trains alone
+        console.print(f"launcher.pack={runs[0].cfg.launcher.pack} ignored: trainer.devices={devices} "
+                      f"trains each run alone (DDP)", highlight=False)
+    pack_size = 1 if devices > 1 else _pack_size(runs, retry_failed, dry_run)
     if dry_run:
         show_plan(runs)
-        for unit in make_units(todo(runs, retry_failed), pack_size, dry_run=True):
+        units = make_units(todo(runs, retry_failed), pack_size, dry_run=True)
+        if runs[0].cfg.launcher.name in SUBMITIT_LAUNCHERS:
+            from ssm_cli.launch.submit import describe_submission
+
+            console.print(describe_submission(units, runs[0].cfg), highlight=False, markup=False)
+        for unit in units:
             if len(unit) > 1:
                 console.print(f"pack: {', '.join(r.variant for r in unit)}", highlight=False)
         return 0
@@ -159,8 +169,15 @@ def _execute(runs, overrides: list[str], retry_failed: bool, reuse_identical: bo
                                    f"trained as one network each (launcher.pack={pack_size})", highlight=False)
         # subprocesses only where two units can run at once: one unit (e.g. the whole grid as one
         # pack) runs here, without a worker's second start-up (its imports of torch and Lightning)
-        if launcher.name == "local" and min(int(launcher.jobs), len(units)) > 1:
+        if launcher.name in SUBMITIT_LAUNCHERS:
+            from ssm_cli.launch.submit import run_submitit
+
+            if not run_submitit(units, first, on_done, progress.console):
+                return 0  # submitted, not followed (launcher.wait=false): `ssm status` tells the rest
+        elif launcher.name == "local" and min(int(launcher.jobs), len(units)) > 1:
             run_local(units, int(launcher.jobs), on_done)
+        elif int(first.trainer.devices) > 1:  # a worker process, which Lightning starts once per rank
+            run_local(units, 1, on_done)
         else:
             run_serial(units, on_done)
     if runs[0].ablation is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from ssm_cli.train.ddp import is_rank_zero
 from ssm_cli.train.record import write_json_atomic
 
 
@@ -81,7 +82,9 @@ class RecordKeeper(pl.Callback):
         task.keep_best_states()  # before the checkpoint: a resumed run tests the same weights
         # checkpoint first: a record never shows an epoch that a resume would compute again
         tmp = self.ckpt.with_name(f".{self.ckpt.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+        if not is_rank_zero():
+            return
         os.replace(tmp, self.ckpt)
         for run_dir, record in zip(self.run_dirs, self.records):
             write_json_atomic(run_dir / "record.json", record)

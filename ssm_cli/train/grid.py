@@ -218,12 +218,15 @@ def run_serial(units: list[list[PlannedRun]], on_done) -> None:
 
 
 def run_local(units: list[list[PlannedRun]], jobs: int, on_done) -> None:
-    """``jobs`` units (runs or packs) at a time as subprocesses, round-robin over the visible GPUs."""
+    """``jobs`` units (runs or packs) at a time as subprocesses, round-robin over the visible GPUs
+    (``trainer.devices`` of them per unit)."""
     import torch
 
     n_gpus = torch.cuda.device_count()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     gpu_ids = visible.split(",") if visible else [str(i) for i in range(n_gpus)]
+    per = int(units[0][0].cfg.trainer.devices) if units else 1  # a run over several GPUs (DDP) gets as many
+    groups = [",".join(gpu_ids[i:i + per]) for i in range(0, len(gpu_ids) - per + 1, per)]
     pending = list(units)
     active: list[tuple[subprocess.Popen, list[PlannedRun]]] = []
     slot = 0
@@ -234,8 +237,8 @@ def run_local(units: list[list[PlannedRun]], jobs: int, on_done) -> None:
                 for r in unit:
                     prepare(r)
                 env = dict(os.environ)
-                if gpu_ids:
-                    env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
+                if groups:
+                    env["CUDA_VISIBLE_DEVICES"] = groups[slot % len(groups)]
                 slot += 1
                 log = open(unit[0].run_dir / "stdout.log", "a")
                 p = subprocess.Popen([sys.executable, "-m", "ssm_cli.train.worker", *(str(r.run_dir) for r in unit)],

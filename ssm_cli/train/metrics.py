@@ -91,10 +91,24 @@ class MemberMetrics:
         """A (K,) tensor of sums -> K floats (one device sync)."""
         return v.tolist() if isinstance(v, torch.Tensor) else [float(v)] * self.K
 
+    def _over_ranks(self, sums: dict) -> dict:
+        """``sums`` (loss, correct, sq, n) added over the DDP ranks; as they are with one rank."""
+        from ssm_cli.train.ddp import all_sum, world_size
+
+        if world_size() == 1:
+            return sums
+        keys = [k for k in ("loss", "correct", "sq", "n") if k in sums]
+        stacked = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=self.device).expand(self.K)
+                               for k in keys])  # (keys K)
+        total = all_sum(stacked)
+        out = {**sums, **{k: total[i] for i, k in enumerate(keys)}}
+        out["n"] = int(total[keys.index("n"), 0].item())
+        return out
+
     def epoch_metrics(self) -> list[dict]:
         """The finished epoch's metrics, one dict per member: accuracies in percent, RMSE for regression."""
         self.check_finite()
-        t = self._train
+        t = self._over_ranks(self._train)
         common: dict = {"epoch": self.current_epoch + 1, "step": self.steps_done,
                         "lr": self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None,
                         "train_seconds": self._epoch_train_seconds, "eval_seconds": self._epoch_eval_seconds}
@@ -114,6 +128,7 @@ class MemberMetrics:
         ``<set>_acc`` (percent) or ``<set>_rmse``."""
         ms: list[dict] = [{} for _ in range(self.K)]
         for name, acc in self._eval.items():
+            acc = self._over_ranks(acc)
             if not acc["n"]:
                 continue
             per = self._per_member

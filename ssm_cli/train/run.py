@@ -9,6 +9,7 @@ each member's record in its own run directory (``ssm_cli/train/pack.py``).
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 import warnings
@@ -19,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssm_cli.errors import DataFileError, Interrupted, UserError
+from ssm_cli.train.ddp import RankShard, ddp_notes, is_rank_zero
 from ssm_cli.train.device import resolve_device, torch_flags
 from ssm_cli.train.record import (CHECKPOINT, CONFIG, best_epoch, environment, file_state, locked_record, read_record,
                                   run_lock, set_aside_corrupt_checkpoint, write_json_atomic)
@@ -42,6 +44,11 @@ def execute(run_dir: Path, progress: bool | None = None) -> dict:
     """
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / CONFIG)
+    if not is_rank_zero():  # a DDP rank > 0: rank 0 holds the lock and keeps the record
+        record = read_record(run_dir) or new_record(cfg, run_dir)
+        if record["status"] == "completed":  # as rank 0 finds it (all ranks start at once under SLURM)
+            return record
+        return _fit([cfg], [run_dir], [record], run_dir / CHECKPOINT, False)[0]
     with run_lock(run_dir) as acquired:
         if not acquired:
             return locked_record(run_dir)
@@ -105,7 +112,13 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
     wall0 = max(float(r.get("wall_seconds") or 0.0) for r in records)
     # configs written before trainer.test_at existed: every set every epoch, as those runs began
     test_at = cfg.trainer.get("test_at", "every")
-    _start_records(run_dirs, records, ckpt, test_at)
+    ddp = int(cfg.trainer.devices) > 1
+    if ddp:  # every rank computes its share of each batch (train/ddp.py); no CUDA graphs there
+        cfgs = [c.copy() for c in cfgs]
+        for c in cfgs:
+            c.trainer.cuda_graphs = False
+        cfg = cfgs[0]
+    _start_records(run_dirs, records, ckpt, test_at, ddp_notes(cfg) if ddp else None)
     _quiet_lightning()
     device = task = None
     logs = RunLogs(cfgs, run_dirs, records)  # trainer.logger: each member's own logs (train/loggers.py)
@@ -119,8 +132,13 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()  # this fit's peak, not an earlier unit's in this process
             train, eval_loaders = _loaders(cfg, data, device, seed)
+            if ddp:
+                train = RankShard(train, True)
+                eval_loaders = {n: RankShard(lo, False) for n, lo in eval_loaders.items()}
             task = _task(cfgs, data, train, eval_loaders, test_at, seed, records)
-            keepers = [RecordKeeper(run_dirs, records, ckpt, t0, wall0, train), logs, ProgressFile(run_dirs)]
+            keepers = [RecordKeeper(run_dirs, records, ckpt, t0, wall0, train)]
+            if is_rank_zero():  # under DDP, rank 0 alone writes the logs and the progress file
+                keepers += [logs, ProgressFile(run_dirs)]
             trainer = _trainer(cfg, device, keepers, progress, run_dirs[0])
             for r in records:  # data, model, loaders: what a run spends before its first step
                 r["setup_seconds"] = time.perf_counter() - t0
@@ -159,23 +177,42 @@ def _fit(cfgs: list[DictConfig], run_dirs: list[Path], records: list[dict], ckpt
         for d, r in zip(run_dirs, records):
             r["peak_gpu_memory_mb"] = peak
             r["wall_seconds"] = wall0 + time.perf_counter() - t0
-            write_json_atomic(d / "record.json", r)
+            if is_rank_zero():
+                write_json_atomic(d / "record.json", r)
         logs.close()
     return records
 
 
-def _start_records(run_dirs: list[Path], records: list[dict], ckpt: Path, test_at: str) -> None:
-    """Mark the records running (a new attempt) and write them; an unreadable checkpoint is set
-    aside and the records lose what they showed of its epochs."""
+def where() -> dict:
+    """Where the run is running, for ``ssm status``: host, process id, and the job's id under
+    submitit (SLURM's array job and task ids, or the local executor's)."""
+    import socket
+
+    e = os.environ
+    job = (f"{e['SLURM_ARRAY_JOB_ID']}_{e['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_JOB_ID" in e
+           else e.get("SLURM_JOB_ID") or e.get("SUBMITIT_LOCAL_JOB_ID"))
+    return {"host": socket.gethostname(), "pid": os.getpid(), "job_id": job}
+
+
+def _start_records(run_dirs: list[Path], records: list[dict], ckpt: Path, test_at: str,
+                   ddp: list[str] | None = None) -> None:
+    """Mark the records running (a new attempt) and write them (rank 0 only, under DDP, with
+    ``ddp``'s notes); an unreadable checkpoint is set aside and the records lose what they showed
+    of its epochs."""
     env = environment()  # once per fit: a git subprocess and the device's name, not one per member
-    corrupt = set_aside_corrupt_checkpoint(ckpt)
+    zero = is_rank_zero()
+    corrupt = set_aside_corrupt_checkpoint(ckpt) if zero else None
     for r in records:
         r.update(status="running", attempts=r.get("attempts", 0) + 1, environment=dict(env),
-                 error=None, diverged_step=None, test_at=test_at, data_file=None, traceback=None)
+                 error=None, diverged_step=None, test_at=test_at, data_file=None, traceback=None,
+                 where=where())
+        if ddp:
+            r["ddp"] = ddp
         if corrupt:  # starts again from scratch: what the record showed of the lost epochs goes
             r.update(epochs=[], best=None, best_epoch=None, result=None, restarted=corrupt)
     for d, r in zip(run_dirs, records):
-        write_json_atomic(d / "record.json", r)
+        if zero:
+            write_json_atomic(d / "record.json", r)
 
 
 def _quiet_lightning() -> None:
@@ -258,6 +295,7 @@ def _trainer(cfg: DictConfig, device: torch.device, keepers: list[pl.Callback], 
         num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=str(root),
         limit_train_batches=tc.limit_train_batches, limit_val_batches=tc.limit_eval_batches,
         deterministic=tc.deterministic,
+        strategy="ddp" if int(tc.devices) > 1 else "auto", use_distributed_sampler=False,  # RankShard cuts the batches
     )
 
 

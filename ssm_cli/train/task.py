@@ -87,7 +87,7 @@ class SequenceTask(MemberMetrics, BestWeights, CheckpointState, pl.LightningModu
         self._t_train = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
+        x, y, *weight = batch  # under DDP, this rank's share of the batch and its weight (train/ddp.py)
         opt, sched = self.optimizers(), self.lr_schedulers()
         use_graph = self.cfg.trainer.cuda_graphs and x.is_cuda
         if use_graph and self.graph_step is None:
@@ -98,7 +98,8 @@ class SequenceTask(MemberMetrics, BestWeights, CheckpointState, pl.LightningModu
             out = self(x)
             losses = self._loss(out, y)
             opt.zero_grad(set_to_none=True)
-            self.manual_backward(losses.sum())  # members share no parameters: each gets its own gradient
+            scale = weight[0] if weight else 1.0
+            self.manual_backward(losses.sum() * scale)  # members share no parameters: each gets its own gradient
             self.clip_gradients_()
             opt.step()
         sched.step()
@@ -139,7 +140,7 @@ class SequenceTask(MemberMetrics, BestWeights, CheckpointState, pl.LightningModu
             self._t_eval = None
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        x, y = batch
+        x, y = batch[:2]  # under DDP (x, y, weight): this rank's share (train/ddp.py)
         name = self.loop_names[dataloader_idx]
         noise = self.eval_noise.get(name)  # (amplitude, omega) of a noisy view (run.noise_eval_views)
         if noise:

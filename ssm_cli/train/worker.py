@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ssm_cli.errors import Interrupted, UserError
-from ssm_cli.interrupts import exit_code, signals_raise
+from ssm_cli.interrupts import SIGNALS, exit_code, signals_raise
 from ssm_cli.trace import trace
 from ssm_cli.train.grid import start_early
 from ssm_cli.train.record import CONFIG
@@ -18,12 +18,13 @@ from ssm_cli.train.record import CONFIG
 LOCKED_EXIT = 75
 
 
-def main(run_dirs: list[Path]) -> int:
+def main(run_dirs: list[Path], signals: tuple = SIGNALS) -> int:
     """The worker's exit code: 0 all completed, 1 not all, 2 bad input, ``LOCKED_EXIT`` some held by
     another process, 128 + signal if interrupted
-    (SIGINT or SIGTERM: the runs are recorded as interrupted and resume on the next ``ssm run``)."""
+    (SIGINT or SIGTERM: the runs are recorded as interrupted and resume on the next ``ssm run``).
+    ``signals``: those that interrupt the runs (a submitit job leaves SIGTERM to submitit)."""
     try:
-        with signals_raise():
+        with signals_raise(signals):
             start_early(OmegaConf.load(run_dirs[0] / CONFIG))  # a pack's members share their data
             from ssm_cli.train.pack_size import execute_splitting
 
