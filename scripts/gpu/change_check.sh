@@ -25,7 +25,7 @@ done
 wait
 speed() {  # $1: before | after
   local dir=.; [ "$1" = before ] && dir=.carry/before
-  (cd "$dir" && PYTHONPATH=. PYTHONUNBUFFERED=1 timeout "$(left)" python3 benchmarks/speed.py --no-reference --graph \
+  (cd "$dir" && PYTHONPATH=".:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 timeout "$(left)" python3 benchmarks/speed.py --no-reference --graph \
     --compile-post --bf16 --repeats 3 --json "$RES/speed-$1-$2.json") > "$RES/speed-$1-$2.log" 2>&1
 }
 for r in $(seq "$SPEED_ROUNDS"); do speed before "$r"; speed after "$r"; done
