@@ -57,6 +57,14 @@ def _check_name(name: str) -> None:
     check_choice("dataset", name, DATASETS)
 
 
+def _known(name: str) -> None:
+    """``_check_name``, printing the error and exiting 2 when the name is not a dataset."""
+    try:
+        _check_name(name)
+    except UserError as e:
+        _fail(e)
+
+
 @app.command("list")
 def list_cmd(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP)) -> None:
     """Every dataset the runner knows: present / missing / generated, size on disk, where."""
@@ -90,10 +98,7 @@ def where(
     """The exact path and layout a dataset is expected in, and how to obtain it."""
     from ssm_cli.data.checks import EXPECTED, locate
 
-    try:
-        _check_name(name)
-    except UserError as e:
-        _fail(e)
+    _known(name)
     root, exp, info = _data_dir(data_dir), EXPECTED[name], DATASETS[name]
     console.print(f"[bold]{name}[/]: {info.summary}", highlight=False)
     if not info.source:
@@ -150,10 +155,7 @@ def present(
     """Exit code 0 when the dataset's raw files are on disk (or it needs none), 1 when not (for scripts)."""
     from ssm_cli.data.checks import locate
 
-    try:
-        _check_name(name)
-    except UserError as e:
-        _fail(e)
+    _known(name)
     found = locate(name, _data_dir(data_dir)) if DATASETS[name].source else True
     if not found:
         console.print(f"{name}: missing under {_data_dir(data_dir)} (`ssm data where {name}` says how to get it)", highlight=False)
